@@ -1,0 +1,1 @@
+"""Image datasets (entry-point group ``gn_plugin.datasets``)."""

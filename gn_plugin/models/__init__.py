@@ -1,0 +1,1 @@
+"""Generator/discriminator pairs (entry-point group ``gn_plugin.models``)."""

@@ -1,0 +1,1 @@
+"""Discriminator wrappers (entry-point group ``gn_plugin.norms``): ``none``, ``sn``, ``gn``, ``gn-cr``."""

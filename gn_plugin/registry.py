@@ -1,0 +1,205 @@
+"""Component registry: names are the public interface, entry points are the plugin mechanism.
+
+Every component kind (norms, losses, regularizers, models, datasets) is an entry-point group.
+The built-in components are declared in this project's own ``pyproject.toml`` exactly the way a
+third-party package declares its own, so a plugin needs one line in its pyproject and no edit here::
+
+    [project.entry-points."gn_plugin.norms"]
+    my-norm = "my_package.norms:my_norm"
+
+Entry points are read with :mod:`importlib.metadata`, the standard-library successor of the
+``entrypoints`` package (which is in maintenance-only mode); it needs no extra dependency and is
+what pip, pytest and pluggy use. Plugins are loaded lazily: listing names imports nothing, a
+plugin's module is imported only when it is selected or listed in detail. A plugin that fails to
+import is reported by name and does not take the other components down.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Callable, TypeVar
+
+from gn_plugin.errors import GnPluginError
+
+__all__ = [
+    "KINDS",
+    "ComponentInfo",
+    "Registry",
+    "create",
+    "get",
+    "list_components",
+    "register",
+    "registry",
+]
+
+#: component kind -> entry-point group
+KINDS: dict[str, str] = {
+    "norm": "gn_plugin.norms",
+    "loss": "gn_plugin.losses",
+    "regularizer": "gn_plugin.regularizers",
+    "model": "gn_plugin.models",
+    "dataset": "gn_plugin.datasets",
+}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """Where a registered name comes from, without importing it."""
+
+    kind: str
+    name: str
+    provider: str  # distribution name, or "in-process (module)" for decorator registrations
+    target: str  # "module:attribute"
+
+
+def _distribution_name(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else "<unknown distribution>"
+
+
+class Registry:
+    """The components of one kind: in-process registrations plus an entry-point group."""
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._local: dict[str, tuple[Callable[..., Any], ComponentInfo]] = {}
+        self._entry_points: dict[str, list[EntryPoint]] | None = None
+        self._loaded: dict[str, Callable[..., Any]] = {}
+
+    # -- discovery -----------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Forget what was discovered so the next lookup re-reads the installed entry points."""
+        self._entry_points = None
+        self._loaded.clear()
+
+    def _discovered(self) -> dict[str, list[EntryPoint]]:
+        if self._entry_points is None:
+            found: dict[str, list[EntryPoint]] = {}
+            for ep in entry_points(group=self.group):
+                claims = found.setdefault(ep.name, [])
+                # The same distribution seen twice on sys.path is not a conflict.
+                if all(_distribution_name(c) != _distribution_name(ep) for c in claims):
+                    claims.append(ep)
+            self._entry_points = found
+        return self._entry_points
+
+    def names(self) -> list[str]:
+        """All registered names, sorted; imports no plugin."""
+        return sorted(set(self._discovered()) | set(self._local))
+
+    def info(self, name: str) -> ComponentInfo:
+        """Provider and target of ``name`` without importing it."""
+        if name in self._local:
+            return self._local[name][1]
+        ep = self._single_entry_point(name)
+        return ComponentInfo(self.kind, name, _distribution_name(ep), ep.value)
+
+    # -- lookup --------------------------------------------------------------------------------
+    def _unknown(self, name: str) -> GnPluginError:
+        names = self.names()
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        available = ", ".join(names) if names else "none installed"
+        return GnPluginError(f"unknown {self.kind} '{name}'{hint} (available: {available})")
+
+    def _single_entry_point(self, name: str) -> EntryPoint:
+        claims = self._discovered().get(name)
+        if not claims:
+            raise self._unknown(name)
+        if len(claims) > 1:
+            who = " and ".join(f"'{_distribution_name(ep)}' ({ep.value})" for ep in claims)
+            raise GnPluginError(
+                f"{self.kind} '{name}' is claimed by {len(claims)} distributions: {who}; "
+                "uninstall one or rename its entry point"
+            )
+        return claims[0]
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The factory registered as ``name``, importing its plugin if needed."""
+        if name in self._local:
+            return self._local[name][0]
+        if name in self._loaded:
+            return self._loaded[name]
+        ep = self._single_entry_point(name)
+        try:
+            factory = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            raise GnPluginError(
+                f"{self.kind} plugin '{name}' from distribution '{_distribution_name(ep)}' "
+                f"(entry point {ep.value}) failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._loaded[name] = factory
+        return factory
+
+    def create(self, name: str, *args: Any, **options: Any) -> Any:
+        """Call the factory ``name`` with ``options``; unknown options are a one-line error."""
+        factory = self.get(name)
+        try:
+            inspect.signature(factory).bind(*args, **options)
+        except TypeError as exc:
+            raise GnPluginError(f"{self.kind} '{name}': {exc}") from None
+        except ValueError:  # some builtins have no signature; let the call itself decide
+            pass
+        return factory(*args, **options)
+
+    def register(
+        self, name: str, obj: T | None = None, *, override: bool = False
+    ) -> T | Callable[[T], T]:
+        """Register ``obj`` in-process as ``name``; usable as a decorator."""
+
+        def add(target: T) -> T:
+            if not override and name in self.names():
+                raise GnPluginError(
+                    f"{self.kind} '{name}' is already registered by {self.info(name).provider}; "
+                    "pass override=True to replace it"
+                )
+            module = getattr(target, "__module__", "?")
+            qualname = getattr(target, "__qualname__", repr(target))
+            info = ComponentInfo(self.kind, name, f"in-process ({module})", f"{module}:{qualname}")
+            self._local[name] = (target, info)  # type: ignore[assignment]
+            return target
+
+        return add(obj) if obj is not None else add
+
+    def unregister(self, name: str) -> None:
+        """Drop an in-process registration (entry points stay installed)."""
+        self._local.pop(name, None)
+
+
+_REGISTRIES: dict[str, Registry] = {kind: Registry(kind, group) for kind, group in KINDS.items()}
+
+
+def registry(kind: str) -> Registry:
+    """The registry of one component kind: ``norm``, ``loss``, ``regularizer``, ``model`` or ``dataset``."""
+    try:
+        return _REGISTRIES[kind]
+    except KeyError:
+        raise GnPluginError(
+            f"unknown component kind '{kind}' (kinds: {', '.join(KINDS)})"
+        ) from None
+
+
+def list_components(kind: str) -> list[str]:
+    """Registered names of one kind, sorted, without importing any plugin."""
+    return registry(kind).names()
+
+
+def get(kind: str, name: str) -> Callable[..., Any]:
+    """The factory registered under ``name``."""
+    return registry(kind).get(name)
+
+
+def create(kind: str, name: str, *args: Any, **options: Any) -> Any:
+    """Build the component ``name`` of ``kind`` with ``options``."""
+    return registry(kind).create(name, *args, **options)
+
+
+def register(kind: str, name: str, *, override: bool = False) -> Callable[[T], T]:
+    """Decorator registering a component in-process (tests, notebooks)."""
+    return registry(kind).register(name, override=override)  # type: ignore[return-value]

@@ -1,0 +1,43 @@
+"""The regularizer contract.
+
+A regularizer is a factory ``factory(**options) -> Regularizer``; its weight comes from the options.
+The object is called once per D step, and the runner adds its value to the D loss::
+
+    penalty = regularizer(discriminator, real=..., fake=..., real_labels=..., fake_labels=...,
+                          real_scores=...)
+
+``discriminator`` is the norm's wrapper (the score the loss sees); ``real_scores`` are the wrapper's
+scores of ``real`` from the D step, with their graph, for regularizers that can reuse them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+
+class Regularizer(Protocol):
+    """A weighted penalty added to the discriminator loss."""
+
+    weight: float
+
+    def __call__(
+        self,
+        discriminator: nn.Module,
+        *,
+        real: Tensor,
+        fake: Tensor,
+        real_labels: Tensor | None = None,
+        fake_labels: Tensor | None = None,
+        real_scores: Tensor | None = None,
+    ) -> Tensor: ...
+
+
+def input_gradient_norms(discriminator: nn.Module, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(scores, ‖∇ₓ scores‖₂ per sample)``, with the graph kept for a penalty on them."""
+    x = x.detach().requires_grad_(True)
+    scores = discriminator(x) if y is None else discriminator(x, y)
+    (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
+    return scores, grad.flatten(1).norm(p=2, dim=1)
