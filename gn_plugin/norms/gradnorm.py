@@ -34,15 +34,16 @@ def normalize_gradient(
         x = x.detach().requires_grad_(True)
     scores = raw_scores(discriminator, x, y)
     (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
-    # Norm and division in float32, so autocast (bf16/fp16) never weakens the bound |∇f̂| <= 1.
-    scores32 = scores.float()
-    grad_norm = grad.flatten(1).float().norm(p=2, dim=1)
-    denominator = grad_norm + scores32.abs()
+    # Norm and division in at least float32, so autocast (bf16/fp16) never weakens the bound.
+    precision = torch.promote_types(scores.dtype, torch.float32)
+    scores = scores.to(precision)
+    grad_norm = grad.flatten(1).to(precision).norm(p=2, dim=1)
+    denominator = grad_norm + scores.abs()
     # The authors use no epsilon. The denominator is 0 only where f = 0 and ∇f = 0, where f̂ = 0/1 = 0;
     # everywhere else this is bit-for-bit the authors' formula (tests/test_gradnorm.py checks both).
     safe_denominator = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-    normalized = scores32 / safe_denominator
-    return (normalized, scores32) if return_raw else normalized
+    normalized = scores / safe_denominator
+    return (normalized, scores) if return_raw else normalized
 
 
 class GradNorm(ScoreWrapper):
