@@ -10,13 +10,22 @@ unlabelled), ``metric_space`` (``"inception"`` or ``"digits"``: which feature ex
 samples of it) and ``cleanfid_reference`` (``(name, resolution, split)`` of clean-fid's precomputed
 statistics, or None to compute reference statistics from the data set once and cache them).
 Small data sets subclass :class:`TensorImageDataset`, whose tensors the runner keeps on the device.
+Large ones decode their images lazily, one item at a time, through :func:`image_to_tensor`
+(:class:`EncodedImageDataset` for files or encoded bytes).
 """
 
 from __future__ import annotations
 
+import io
+import os
+
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from gn_plugin.errors import GnPluginError
 
 
 class ImageDataset(Dataset):
@@ -63,3 +72,58 @@ def resize(images: Tensor, resolution: int) -> Tensor:
     return torch.nn.functional.interpolate(
         images, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
     )
+
+
+def image_to_tensor(image: Image.Image, resolution: int) -> Tensor:
+    """``image`` as RGB, center-cropped to a square and resized (bicubic) to ``resolution``: CHW in [-1, 1]."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    # crop first: resizing with a box would let the filter reach pixels outside the square
+    square = image.convert("RGB").crop((left, top, left + side, top + side))
+    if side != resolution:
+        square = square.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.array(square, dtype=np.uint8)).permute(2, 0, 1)
+    return to_unit_range(pixels.float() / 255)
+
+
+def decode_image(source: str | os.PathLike[str] | bytes, resolution: int, *, origin: str) -> Tensor:
+    """Decode an image file (a path, or its encoded bytes) with PIL into :func:`image_to_tensor`.
+
+    An unreadable image is a :class:`GnPluginError` that starts with ``origin`` (which file or key).
+    """
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            return image_to_tensor(image, resolution)
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports broken files with all three
+        raise GnPluginError(f"{origin}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
+class EncodedImageDataset(ImageDataset):
+    """Unlabelled images kept encoded (files or bytes) and decoded per item by :func:`decode_image`.
+
+    Subclasses implement ``__len__`` and ``encoded(index) -> (source, origin)``. Such a data set is
+    one split, ``train``: point ``root`` at another folder or database for held-out images.
+    """
+
+    def __init__(self, *, name: str, resolution: int, split: str) -> None:
+        if not isinstance(resolution, int) or resolution < 1:
+            raise GnPluginError(
+                f"dataset '{name}': resolution must be a positive integer, got {resolution!r}"
+            )
+        if split != "train":
+            raise GnPluginError(
+                f"dataset '{name}' has one split, 'train', not '{split}' "
+                "(point root at another location for held-out images)"
+            )
+        self.name = name
+        self.resolution = resolution
+
+    def encoded(self, index: int) -> tuple[str | bytes, str]:
+        """The encoded image ``index`` (a path or bytes) and where it comes from, for error messages."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        source, origin = self.encoded(index)
+        image = decode_image(source, self.resolution, origin=f"dataset '{self.name}': {origin}")
+        return image, torch.zeros((), dtype=torch.int64)
