@@ -1,0 +1,259 @@
+"""Run configuration: StudioGAN-style YAML, ``base:`` inheritance, ``--set`` overrides, a validated schema.
+
+A config names its components (``norm``, ``loss``, ``regularizers``, ``model.name``, ``data.name``);
+the runner reaches them only through the registry, so ``norm: gn`` versus ``norm: sn`` is the whole
+difference between two runs. Validation (pydantic) rejects unknown keys, wrong types, out-of-range
+values and unknown component names with one line naming the key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gn_plugin.errors import GnPluginError
+from gn_plugin.registry import registry
+
+__all__ = ["Config", "ComponentSpec", "load_config", "parse_overrides", "config_from_dict", "save_config"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ComponentSpec(Strict):
+    """A registered component: ``name`` plus the options passed to its factory.
+
+    In YAML either a bare name (``norm: gn``) or a mapping (``norm: {name: gn-cr, consistency_weight: 5}``).
+    """
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name_or_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "options" not in value:
+            options = {k: v for k, v in value.items() if k != "name"}
+            return {"name": value.get("name"), "options": options}
+        return value
+
+    def to_yaml(self) -> str | dict[str, Any]:
+        return self.name if not self.options else {"name": self.name, **self.options}
+
+
+def _known(kind: str, name: str) -> str:
+    """``name`` if registered (imports nothing); else the registry's "unknown ... did you mean" line."""
+    if name not in registry(kind).names():
+        try:
+            registry(kind).get(name)
+        except GnPluginError as exc:
+            raise ValueError(str(exc)) from None
+    return name
+
+
+class ModelConfig(Strict):
+    name: str = "mlp"
+    z_dim: int = Field(128, gt=0)
+    width: float = Field(1.0, gt=0)
+    conditional: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        return _known("model", name)
+
+
+class DataConfig(Strict):
+    name: str = "digits"
+    root: str = "data"
+    resolution: int | None = Field(None, gt=0)
+    hflip: bool = True
+    num_workers: int = Field(2, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        return _known("dataset", name)
+
+
+class EmaConfig(Strict):
+    decay: float = Field(0.9999, ge=0, lt=1)
+    start: int = Field(0, ge=0)
+
+
+class TrainConfig(Strict):
+    steps: int = Field(1000, gt=0, description="generator steps")
+    n_dis: int = Field(1, gt=0, description="discriminator steps per generator step")
+    batch_size_d: int = Field(64, gt=0)
+    batch_size_g: int = Field(128, gt=0)
+    lr_d: float = Field(2e-4, gt=0)
+    lr_g: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.0, 0.9)
+    lr_decay: Literal["none", "linear"] = "none"
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    seed: int = 0
+    device: str = "auto"
+    cheap_generator_step: Literal["auto", "on", "off"] = "auto"
+    log_every: int = Field(100, gt=0)
+    sample_every: int = Field(1000, gt=0)
+    checkpoint_every: int = Field(1000, gt=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError("both betas must be in [0, 1)")
+        return (float(betas[0]), float(betas[1]))
+
+
+class EvalConfig(Strict):
+    every: int = Field(5000, ge=0, description="evaluate every N generator steps; 0 = only at the end")
+    num_samples: int = Field(10000, gt=1)
+    batch_size: int = Field(500, gt=0)
+    metrics: list[str] = Field(default_factory=lambda: ["fid", "kid", "is"])
+    inception_path: str | None = None
+    cache_dir: str = "~/.cache/gn_plugin"
+    best_metric: str = "fid"
+    best_generator: Literal["raw", "ema"] = "ema"
+
+
+class Config(Strict):
+    """The whole run: components, model, data, training and evaluation."""
+
+    norm: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="gn"))
+    loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="hinge"))
+    regularizers: list[ComponentSpec] = Field(default_factory=list)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("norm")
+    @classmethod
+    def _norm_registered(cls, spec: ComponentSpec) -> ComponentSpec:
+        _known("norm", spec.name)
+        return spec
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_registered(cls, spec: ComponentSpec) -> ComponentSpec:
+        _known("loss", spec.name)
+        return spec
+
+    @field_validator("regularizers")
+    @classmethod
+    def _regularizers_registered(cls, specs: list[ComponentSpec]) -> list[ComponentSpec]:
+        for spec in specs:
+            _known("regularizer", spec.name)
+        return specs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, components written the way a user writes them."""
+        data = self.model_dump(mode="json")
+        data["norm"] = self.norm.to_yaml()
+        data["loss"] = self.loss.to_yaml()
+        data["regularizers"] = [spec.to_yaml() for spec in self.regularizers]
+        return data
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise GnPluginError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise GnPluginError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise GnPluginError(f"{path}: a config must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: mappings merge key by key, everything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise GnPluginError(f"{path}: 'base' inheritance forms a cycle: {cycle}")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise GnPluginError(f"{path}: 'base' must be a path to another config")
+    return deep_merge(_resolve_bases(path.parent / base, (*chain, path)), data)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.steps=100", "norm=sn"]`` -> nested mapping; values are parsed as YAML scalars."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise GnPluginError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=100")
+        value = yaml.safe_load(raw) if raw else ""
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return result
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    # `--set norm.consistency_weight=3` on `norm: gn-cr` must first turn the bare name into a mapping.
+    for key in ("norm", "loss"):
+        if isinstance(overrides.get(key), dict) and isinstance(data.get(key), str):
+            data = {**data, key: {"name": data[key]}}
+    return deep_merge(data, overrides)
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"] if part not in ("function-after",))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+    return f"{source}: {location or '<root>'}: {message}{suffix}"
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate plain data into a :class:`Config`; problems become one-line errors naming the key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise GnPluginError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read ``path`` (following ``base:``), apply ``--set`` overrides and validate."""
+    path = Path(path)
+    data = _apply_overrides(_resolve_bases(path), parse_overrides(overrides or []))
+    return config_from_dict(data, source=str(path))
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the fully resolved config (no ``base:``): enough to reproduce the run."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
