@@ -10,12 +10,12 @@ import pytest
 import torch
 from cleanfid import downloads_helper
 from cleanfid.resize import build_resizer
-from torch import nn
 
 import gn_plugin
 from gn_plugin import GnPluginError
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.runner import evaluate as evaluate_module
+from gn_plugin.runner.smoke import write_stand_in_inception
 from gn_plugin.runner.digits_classifier import DIGITS_CLASSIFIER_PATH, DigitsClassifier, accuracy, digits_tensors
 from gn_plugin.runner.config import config_from_dict
 from gn_plugin.runner.evaluate import EvalOptions, Evaluator, build_evaluator
@@ -253,45 +253,9 @@ def test_floor_without_held_out_split_scores_one_half_against_the_other(digits_t
 # Inception path with a TorchScript stand-in for clean-fid's inception-2015-12-05.pt
 
 
-class StandInLayers(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(4)
-        self.conv = nn.Conv2d(3, 8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.shape[2] == 299 and x.shape[3] == 299, "layers expect 299x299"
-        assert bool(x.min() >= -1.0) and bool(x.max() <= 1.0), "layers expect (pixels - 128) / 128"
-        return torch.relu(self.conv(self.pool(x)))
-
-
-class StandInInception(nn.Module):
-    """Same structure and forward signature as the real file: ``layers``, ``output``, the two flags."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layers = StandInLayers()
-        self.output = nn.Linear(8, 10)
-
-    def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False) -> torch.Tensor:
-        assert x.shape[2] == 299 and x.shape[3] == 299, "expects 299x299"
-        assert bool(x.min() >= 0.0) and bool(x.max() <= 255.0), "expects pixels in [0, 255]"
-        features = self.layers((x - 128) / 128).reshape(x.shape[0], -1)
-        if return_features:
-            return features
-        if no_output_bias:
-            logits = nn.functional.linear(features, self.output.weight)
-        else:
-            logits = self.output(features)
-        return torch.softmax(logits, dim=1)
-
-
 @pytest.fixture(scope="module")
 def stand_in_path(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "inception-2015-12-05.pt"
-    torch.jit.script(StandInInception()).save(str(path))
-    return str(path)
+    return str(write_stand_in_inception(tmp_path_factory.mktemp("weights") / "inception-2015-12-05.pt"))
 
 
 def inception_options(stand_in_path: str, cache_dir: Path, **overrides) -> EvalOptions:

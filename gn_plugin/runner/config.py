@@ -104,6 +104,7 @@ class TrainConfig(Strict):
     cheap_generator_step: Literal["auto", "on", "off"] = "auto"
     log_every: int = Field(100, gt=0)
     sample_every: int = Field(1000, gt=0)
+    sample_count: int = Field(64, gt=0, description="images per generator in each sample grid")
     checkpoint_every: int = Field(1000, gt=0)
 
     @field_validator("betas")

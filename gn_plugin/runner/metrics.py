@@ -105,8 +105,12 @@ def seeded_numpy(seed: int) -> Iterator[None]:
 
 
 def inception_score(probabilities: np.ndarray, num_splits: int = 10) -> tuple[float, float]:
-    """Mean and std over ``num_splits`` splits of exp(E[KL(p(y|x) || p(y))]) (Salimans et al.)."""
+    """Mean and std over ``num_splits`` splits of exp(E[KL(p(y|x) || p(y))]) (Salimans et al.).
+
+    With fewer samples than splits, each sample is its own split.
+    """
     count = len(probabilities)
+    num_splits = min(num_splits, count)
     scores = []
     for index in range(num_splits):
         part = probabilities[index * count // num_splits : (index + 1) * count // num_splits]

@@ -250,9 +250,9 @@ def probe_discriminator(t: Training, values: dict[str, Tensor]) -> dict[str, flo
     return {name: float(value) for name, value in stats.items()}
 
 
-def sample_grid(t: Training, count: int = 64) -> Tensor:
+def sample_grid(t: Training) -> Tensor:
     """Raw and EMA samples of fixed z side by side, as one image grid in [0, 1]."""
-    seed = t.config.train.seed + 1
+    seed, count = t.config.train.seed + 1, t.config.train.sample_count
     raw = latent_sampler(t.generator, t.device, seed)(count)
     ema = latent_sampler(t.generator_ema, t.device, seed)(count)
     return image_grid(torch.cat([raw, ema]), rows=int(math.sqrt(count)))
@@ -278,6 +278,11 @@ def improves(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
     return value > best if higher_is_better(metric) else value < best
+
+
+def private_rng(device: torch.device):
+    """A context in which random draws leave training's RNG streams (CPU and this GPU) untouched."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def rng_state(device: torch.device) -> dict[str, Tensor]:
@@ -336,7 +341,8 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
         restore(t, files.latest_checkpoint)
         files.drop_after(t.step)
         files.log(f"resumed at step {t.step} from {files.latest_checkpoint}")
-    evaluator = build_evaluator(config, t.dataset, t.device) if group.is_main else None
+    with private_rng(t.device):  # building the feature extractor must not move training's RNG
+        evaluator = build_evaluator(config, t.dataset, t.device) if group.is_main else None
     options = config.train
     bar = tqdm(total=options.steps, initial=t.step, disable=not (progress and group.is_main), desc=config.norm.name, unit="step")
     started, last_log, last_log_step = time.perf_counter(), time.perf_counter(), t.step
@@ -355,7 +361,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
         if t.step % options.log_every == 0 or done:
             check_finite(t)
             if group.is_main:
-                with torch.random.fork_rng(devices=[t.device] if t.device.type == "cuda" else []):
+                with private_rng(t.device):
                     scalars = {name: float(v) for name, v in d_values.items() if not name.startswith("_")}
                     scalars.update(probe_discriminator(t, d_values))
                 now = time.perf_counter()
@@ -368,10 +374,10 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
                 files.add_scalars(t.step, scalars)
                 bar.set_postfix(d=f"{scalars['loss/d']:.3f}", g=f"{scalars['loss/g']:.3f}")
         if group.is_main and (t.step % options.sample_every == 0 or done):
-            with torch.random.fork_rng(devices=[t.device] if t.device.type == "cuda" else []):
+            with private_rng(t.device):
                 files.add_image(t.step, sample_grid(t))
         if group.is_main and ((config.eval.every and t.step % config.eval.every == 0) or done):
-            with torch.random.fork_rng(devices=[t.device] if t.device.type == "cuda" else []):
+            with private_rng(t.device):
                 records = evaluate(t, evaluator)
             metric = config.eval.best_metric
             shown = {r["generator"]: r.get(metric) for r in records}
