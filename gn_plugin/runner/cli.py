@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from gn_plugin.errors import GnPluginError
+from gn_plugin.runner import bench, lipschitz
 
 
 def default_run_dir(config_path: Path) -> Path:
@@ -46,7 +47,7 @@ def command_eval(args: argparse.Namespace) -> None:
 
 
 def command_sample(args: argparse.Namespace) -> None:
-    from gn_plugin.runner.evaluate import sample_run
+    from gn_plugin.runner.saved_run import sample_run
 
     path = sample_run(Path(args.run_dir), checkpoint=args.checkpoint, out=args.out, count=args.count, use_ema=not args.raw)
     print(path)
@@ -102,12 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--detail", action="store_true", help="load each plugin and show its description")
     listing.set_defaults(handler=command_list)
 
-    for name, module in (("bench", "bench"), ("lipschitz", "lipschitz"), ("perf", "perf")):
-        try:
-            add = __import__(f"gn_plugin.runner.{module}", fromlist=["add_command"]).add_command
-        except ModuleNotFoundError:
-            continue
-        add(commands)
+    bench.add_command(commands)
+    lipschitz.add_command(commands)
+    try:  # `gnbench perf` arrives with gn_plugin/runner/perf.py
+        import gn_plugin.runner.perf as perf
+    except ModuleNotFoundError as exc:
+        if exc.name != "gn_plugin.runner.perf":
+            raise
+    else:
+        perf.add_command(commands)
     return parser
 
 

@@ -102,6 +102,15 @@ class TrainConfig(Strict):
     seed: int = 0
     device: str = "auto"
     cheap_generator_step: Literal["auto", "on", "off"] = "auto"
+    fuse_consistency: bool = Field(
+        True, description="score GN-CR's augmented real batch in the D step's one GN pass (exact: GN is per sample)"
+    )
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32",
+        description="fp32: IEEE float32 everywhere; tf32: TF32 CUDA convolutions and matmuls; "
+        "bf16: bfloat16 autocast (GN's gradient norm and division stay float32)",
+    )
+    channels_last: bool = Field(False, description="NHWC memory format for G, D and the images")
     log_every: int = Field(100, gt=0)
     sample_every: int = Field(1000, gt=0)
     sample_count: int = Field(64, gt=0, description="images per generator in each sample grid")
@@ -166,7 +175,8 @@ class Config(Strict):
 
 
 # -- loading ---------------------------------------------------------------------------------------
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping read with ``safe_load``; a missing file or bad YAML is a one-line error."""
     if not path.is_file():
         raise GnPluginError(f"config file not found: {path}")
     try:
@@ -191,18 +201,19 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _resolve_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def resolve_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping at ``path`` merged over its ``base:`` chain (relative paths; cycles rejected)."""
     path = path.resolve()
     if path in chain:
         cycle = " -> ".join(p.name for p in (*chain, path))
         raise GnPluginError(f"{path}: 'base' inheritance forms a cycle: {cycle}")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     base = data.pop("base", None)
     if base is None:
         return data
     if not isinstance(base, str):
         raise GnPluginError(f"{path}: 'base' must be a path to another config")
-    return deep_merge(_resolve_bases(path.parent / base, (*chain, path)), data)
+    return deep_merge(resolve_bases(path.parent / base, (*chain, path)), data)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -229,7 +240,8 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[st
     return deep_merge(data, overrides)
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """The first validation problem as ``source: key.path: reason`` on one line."""
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"] if part not in ("function-after",))
     message = first["msg"].removeprefix("Value error, ")
@@ -245,13 +257,13 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise GnPluginError(_format_validation_error(exc, source)) from None
+        raise GnPluginError(format_validation_error(exc, source)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read ``path`` (following ``base:``), apply ``--set`` overrides and validate."""
     path = Path(path)
-    data = _apply_overrides(_resolve_bases(path), parse_overrides(overrides or []))
+    data = _apply_overrides(resolve_bases(path), parse_overrides(overrides or []))
     return config_from_dict(data, source=str(path))
 
 
