@@ -24,6 +24,11 @@ def consistency_term(
         scores = discriminator(images) if labels is None else discriminator(images, labels)
     augmented = augment(images.detach())
     augmented_scores = discriminator(augmented) if labels is None else discriminator(augmented, labels)
+    return consistency_from_scores(scores, augmented_scores)
+
+
+def consistency_from_scores(scores: Tensor, augmented_scores: Tensor) -> Tensor:
+    """mean((D(aug(x)) − D(x))²) from both sides' scores, e.g. from one fused D pass."""
     return ((augmented_scores - scores) ** 2).mean()
 
 
@@ -52,6 +57,10 @@ class ConsistencyRegularizer:
     ) -> Tensor:
         term = consistency_term(discriminator, real, real_labels, real_scores, augment=self.augment)
         return self.weight * term
+
+    def from_scores(self, real_scores: Tensor, augmented_scores: Tensor) -> Tensor:
+        """The same value as a call, from scores of ``real`` and of ``self.augment(real)`` computed by the caller."""
+        return self.weight * consistency_from_scores(real_scores, augmented_scores)
 
     def __repr__(self) -> str:
         return f"ConsistencyRegularizer(weight={self.weight}, max_translation={self.max_translation})"

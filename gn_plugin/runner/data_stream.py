@@ -11,12 +11,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from gn_plugin.data.base import TensorImageDataset
 
 
+def epoch_order(size: int, seed: int, epoch: int) -> Tensor:
+    """The permutation of dataset indices for ``epoch``, seeded by ``(seed, epoch)`` (on the CPU)."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 def index_stream(size: int, seed: int, position: int) -> Iterator[int]:
-    """Dataset indices from ``position`` on: epoch ``e`` is a permutation seeded by ``(seed, e)``."""
+    """Dataset indices from ``position`` on: epoch ``e`` is :func:`epoch_order` ``(size, seed, e)``."""
     epoch, offset = divmod(position, size)
     while True:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        yield from torch.randperm(size, generator=generator)[offset:].tolist()
+        yield from epoch_order(size, seed, epoch)[offset:].tolist()
         epoch, offset = epoch + 1, 0
 
 
@@ -25,6 +29,39 @@ def batch_indices(size: int, batch_size: int, seed: int, position: int, shard: s
     stream = index_stream(size, seed, position)
     while True:
         yield [next(stream) for _ in range(batch_size)][shard]
+
+
+class DeviceBatchIndices:
+    """The batches of :func:`batch_indices` as index tensors on ``device``, made without a host sync.
+
+    Each epoch's permutation is copied to the device once (asynchronously from pinned memory on
+    CUDA); a batch is then a slice of it, or two slices where it straddles epochs.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, position: int, shard: slice, device: torch.device) -> None:
+        self.size, self.batch_size, self.seed, self.shard, self.device = size, batch_size, seed, shard, device
+        self.epoch, self.offset = divmod(position, size)
+        self.order = self._order()
+
+    def _order(self) -> Tensor:
+        order = epoch_order(self.size, self.seed, self.epoch)
+        if self.device.type == "cuda":
+            order = order.pin_memory()
+        return order.to(self.device, non_blocking=True)
+
+    def __next__(self) -> Tensor:
+        parts, missing = [], self.batch_size
+        while missing:
+            take = min(missing, self.size - self.offset)
+            parts.append(self.order[self.offset : self.offset + take])
+            missing, self.offset = missing - take, self.offset + take
+            if self.offset == self.size:
+                self.epoch, self.offset = self.epoch + 1, 0
+                self.order = self._order()
+        return (parts[0] if len(parts) == 1 else torch.cat(parts))[self.shard]
+
+    def __iter__(self) -> "DeviceBatchIndices":
+        return self
 
 
 class _ShardSampler(Sampler[list[int]]):
@@ -42,7 +79,8 @@ class BatchStream:
     batches one process would.
 
     Small in-memory data sets (:class:`TensorImageDataset`) are moved to the device once and indexed
-    there; others go through a ``DataLoader`` whose workers prefetch from the same index stream.
+    there with device-side indices (no host sync per batch); others go through a ``DataLoader`` whose
+    workers prefetch from the same index stream.
     ``position`` counts the samples consumed, which is all a checkpoint needs to resume exactly.
     """
 
@@ -59,7 +97,7 @@ class BatchStream:
         self.dataset, self.batch_size, self.seed, self.device = dataset, batch_size, seed, device
         self.num_workers, self.shard, self.position = num_workers, shard, position
         self._tensors: tuple[Tensor, Tensor] | None = None
-        self._indices: Iterator[list[int]] | None = None
+        self._indices: DeviceBatchIndices | None = None
         self._loader: Iterator | None = None
         if isinstance(dataset, TensorImageDataset):
             self._tensors = (dataset.images.to(device), dataset.labels.to(device))
@@ -67,9 +105,11 @@ class BatchStream:
     def __next__(self) -> tuple[Tensor, Tensor]:
         if self._tensors is not None:
             if self._indices is None:
-                self._indices = batch_indices(len(self.dataset), self.batch_size, self.seed, self.position, self.shard)
-            index = torch.tensor(next(self._indices), device=self.device)
-            images, labels = self._tensors[0][index], self._tensors[1][index]
+                self._indices = DeviceBatchIndices(
+                    len(self.dataset), self.batch_size, self.seed, self.position, self.shard, self.device
+                )
+            index = next(self._indices)
+            images, labels = self._tensors[0].index_select(0, index), self._tensors[1].index_select(0, index)
         else:
             if self._loader is None:
                 sampler = _ShardSampler(len(self.dataset), self.batch_size, self.seed, self.position, self.shard)

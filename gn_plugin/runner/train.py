@@ -8,9 +8,11 @@ exactly. Logging, sampling and evaluation run under a forked RNG and never chang
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from tqdm import tqdm
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.errors import GnPluginError
 from gn_plugin.norms.base import raw_scores, unwrap
+from gn_plugin.norms.gradnorm import GradNorm
+from gn_plugin.regularizers.consistency import ConsistencyRegularizer
 from gn_plugin.runner import checkpoint, distributed
 from gn_plugin.runner.components import (
     build_dataset_and_models,
@@ -62,6 +66,7 @@ class Training:
     schedulers: list[torch.optim.lr_scheduler.LRScheduler]
     stream: BatchStream
     cheap_generator_step: bool
+    fused_consistency: bool  # every regularizer is CR, and its view joins the D step's one GN pass
     step: int = 0
     best: dict[str, Any] = field(default_factory=dict)
     nonfinite: Tensor | None = None  # device-side flag: no host sync per step
@@ -89,14 +94,34 @@ def check_batch_sizes(config: Config, group: distributed.ProcessGroup) -> None:
             raise GnPluginError(f"train.{key}: {getattr(config.train, key)} does not divide over {group.world_size} processes")
 
 
+def memory_format(config: Config) -> torch.memory_format:
+    """NHWC with ``train.channels_last``, else PyTorch's default NCHW."""
+    return torch.channels_last if config.train.channels_last else torch.contiguous_format
+
+
+def fuses_consistency(config: Config, wrapper: nn.Module, regularizers: dict[str, Any]) -> bool:
+    """Whether CR's augmented view can join the D step's one pass without changing a number.
+
+    GN's score is a pure per-sample function, so scoring ``cat([real, fake, aug(real)])`` equals
+    separate calls; and with CR as the only regularizer, its augmentation draws the same random
+    numbers as in the separate pass (nothing draws between the two places).
+    """
+    return (
+        config.train.fuse_consistency
+        and isinstance(wrapper, GradNorm)
+        and bool(regularizers)
+        and all(isinstance(r, ConsistencyRegularizer) for r in regularizers.values())
+    )
+
+
 def setup(config: Config, files: RunFiles, group: distributed.ProcessGroup) -> Training:
     """Build data, models, norm, loss, regularizers, optimisers and the data stream from ``config``."""
     check_batch_sizes(config, group)
     device = resolve_device(config.train.device, group)
     torch.manual_seed(config.train.seed)
     dataset, pair = build_dataset_and_models(config)
-    generator = pair.generator.to(device)
-    discriminator = build_norm(config, pair.discriminator).to(device)
+    generator = pair.generator.to(device, memory_format=memory_format(config))
+    discriminator = build_norm(config, pair.discriminator).to(device, memory_format=memory_format(config))
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
     betas = config.train.betas
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.train.lr_g, betas=betas)
@@ -111,16 +136,41 @@ def setup(config: Config, files: RunFiles, group: distributed.ProcessGroup) -> T
     )
     if group.is_main:
         files.log(f"{config.model.name}: {describe_models(pair)}; norm {config.norm.name}, loss {config.loss.name}")
+    regularizers = build_regularizers(config, discriminator)
     return Training(
         config=config, files=files, group=group, device=device, dataset=dataset,
         generator=generator, generator_ema=generator_ema, discriminator=discriminator,
-        loss=build_loss(config), regularizers=build_regularizers(config, discriminator),
+        loss=build_loss(config), regularizers=regularizers,
         optimizer_g=optimizer_g, optimizer_d=optimizer_d, schedulers=schedulers, stream=stream,
         cheap_generator_step=use_cheap_generator_step(config, discriminator),
+        fused_consistency=fuses_consistency(config, discriminator, regularizers),
     )
 
 
 # -- one iteration ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def float32_precision(t: Training) -> Iterator[None]:
+    """For the block: TF32 CUDA convolutions and matmuls with ``train.precision=tf32``, else IEEE float32.
+
+    (PyTorch's own default lets cuDNN convolutions use TF32; ``fp32`` here means no TF32 anywhere.)
+    The flags are process-wide, so they are set per iteration and restored after it.
+    """
+    if t.device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = t.config.train.precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def autocast(t: Training) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast with ``train.precision=bf16`` (GN keeps its norm and division in float32)."""
+    return torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.config.train.precision == "bf16")
+
+
 def sample_latents(t: Training, global_batch: int) -> tuple[Tensor, Tensor | None]:
     """Fresh z (and class labels when conditional) for this process's share of a global batch."""
     shard = t.group.shard(global_batch)
@@ -136,28 +186,37 @@ def real_batch(t: Training) -> tuple[Tensor, Tensor | None]:
         global_batch = t.config.train.batch_size_d
         flip = (torch.rand(global_batch, device=t.device) < 0.5)[t.group.shard(global_batch)]
         images = torch.where(flip[:, None, None, None], images.flip(3), images)
-    return images, (labels if t.num_classes else None)
+    return images.contiguous(memory_format=memory_format(t.config)), (labels if t.num_classes else None)
 
 
 def discriminator_step(t: Training) -> dict[str, Tensor]:
     """One D update on a fresh real batch and fresh fakes; returns detached values for logging."""
     real, real_labels = real_batch(t)
     z, fake_labels = sample_latents(t, t.config.train.batch_size_d)
-    with torch.no_grad():
-        fake = t.generator(z, fake_labels)
-    # One fused pass: every norm here is per sample, so scoring the concatenation equals two calls.
-    labels = None if real_labels is None else torch.cat([real_labels, fake_labels])
-    scores = t.discriminator(torch.cat([real, fake]), labels)
-    real_scores, fake_scores = scores.split([len(real), len(fake)])
-    adversarial = t.loss.d_loss(real_scores, fake_scores)
-    terms = {
-        name: regularizer(
-            t.discriminator, real=real, fake=fake, real_labels=real_labels,
-            fake_labels=fake_labels, real_scores=real_scores,
-        )
-        for name, regularizer in t.regularizers.items()
-    }
-    total = adversarial + sum(terms.values())
+    with torch.no_grad(), autocast(t):
+        fake = t.generator(z, fake_labels).to(real.dtype)  # bf16 out of autocast; D sees float32 images
+    # CR's augmented real batches, when they join the pass (see fuses_consistency)
+    views = [regularizer.augment(real) for regularizer in t.regularizers.values()] if t.fused_consistency else []
+    # One fused pass: every norm here is per sample, so scoring the concatenation equals separate calls.
+    labels = None if real_labels is None else torch.cat([real_labels, fake_labels, *[real_labels] * len(views)])
+    with autocast(t):
+        scores = t.discriminator(torch.cat([real, fake, *views]), labels)
+        real_scores, fake_scores, *view_scores = scores.split([len(real), len(fake), *[len(real)] * len(views)])
+        adversarial = t.loss.d_loss(real_scores, fake_scores)
+        if t.fused_consistency:
+            terms = {
+                name: regularizer.from_scores(real_scores, augmented_scores)
+                for (name, regularizer), augmented_scores in zip(t.regularizers.items(), view_scores)
+            }
+        else:
+            terms = {
+                name: regularizer(
+                    t.discriminator, real=real, fake=fake, real_labels=real_labels,
+                    fake_labels=fake_labels, real_scores=real_scores,
+                )
+                for name, regularizer in t.regularizers.items()
+            }
+        total = adversarial + sum(terms.values())
     t.optimizer_d.zero_grad(set_to_none=True)
     total.backward()
     distributed.average_gradients(t.discriminator, t.group)
@@ -174,9 +233,10 @@ def generator_step(t: Training) -> Tensor:
     """One G update against the (frozen) discriminator's scores."""
     z, labels = sample_latents(t, t.config.train.batch_size_g)
     t.discriminator.requires_grad_(False)  # D's parameter gradients are not needed here
-    fake = t.generator(z, labels)
-    scores = generator_scores(t.discriminator, fake, labels, cheap=t.cheap_generator_step)
-    loss = t.loss.g_loss(scores)
+    with autocast(t):
+        fake = t.generator(z, labels)
+        scores = generator_scores(t.discriminator, fake, labels, cheap=t.cheap_generator_step)
+        loss = t.loss.g_loss(scores)
     t.optimizer_g.zero_grad(set_to_none=True)
     loss.backward()
     t.discriminator.requires_grad_(True)
@@ -209,6 +269,23 @@ def check_finite(t: Training) -> None:
             f"training diverged before step {t.step}: a loss became NaN or infinite; {kept} "
             "(try a lower learning rate or another norm)"
         )
+
+
+def train_iteration(t: Training) -> tuple[dict[str, Tensor], Tensor]:
+    """One generator step of training: n_dis D steps, one G step, the EMA and the lr schedules.
+
+    Returns the last D step's values and the G loss, for logging.
+    """
+    with float32_precision(t):
+        for _ in range(t.config.train.n_dis):
+            d_values = discriminator_step(t)
+        g_loss = generator_step(t)
+    flag_nonfinite(t, d_values["loss/d"], g_loss)
+    t.step += 1
+    update_ema(t)
+    for scheduler in t.schedulers:
+        scheduler.step()
+    return d_values, g_loss
 
 
 # -- logging, evaluation, checkpoints --------------------------------------------------------------
@@ -348,15 +425,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
     started, last_log, last_log_step = time.perf_counter(), time.perf_counter(), t.step
 
     while t.step < options.steps:
-        for _ in range(options.n_dis):
-            d_values = discriminator_step(t)
-        g_loss = generator_step(t)
-        flag_nonfinite(t, d_values["loss/d"], g_loss)
-        t.step += 1
-        update_ema(t)
-        for scheduler in t.schedulers:
-            scheduler.step()
-
+        d_values, g_loss = train_iteration(t)
         done = t.step == options.steps
         if t.step % options.log_every == 0 or done:
             check_finite(t)
