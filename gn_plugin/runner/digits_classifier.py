@@ -9,9 +9,7 @@ writes the shipped weights ``gn_plugin/assets/digits_classifier.pt`` (a state_di
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +17,7 @@ from torch import Tensor, nn
 from gn_plugin.data.base import resize, to_unit_range
 from gn_plugin.data.digits import digits_arrays
 from gn_plugin.errors import GnPluginError
+from gn_plugin.runner.checkpoint import write_atomically
 
 DIGITS_CLASSIFIER_PATH = Path(__file__).resolve().parents[1] / "assets" / "digits_classifier.pt"
 FEATURE_DIM = 64
@@ -99,24 +98,6 @@ def load_digits_classifier(
     model = DigitsClassifier()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()
-
-
-def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it into place.
-
-    Readers never see a half-written file, and an interrupted write leaves the old one intact.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.chmod(temporary, 0o644)  # mkstemp creates it private; these files are shared and shipped
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.errors import GnPluginError
-from gn_plugin.runner.digits_classifier import write_atomically
+from gn_plugin.runner.checkpoint import write_atomically
 from gn_plugin.runner.feature_extractors import FeatureExtractor, build_extractor
 from gn_plugin.runner.metrics import FeatureSet, ReferenceStats, compute_metrics, get_metric
 from gn_plugin.runner.sampling import latent_sampler
