@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 # The torch/torchvision pair that installs on the project's machines (a CUDA build that also runs on CPU).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test bench docs clean
+.PHONY: install test bench docs gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,13 @@ bench: install
 
 docs: install
 	$(VENV)/bin/mkdocs build --strict
+
+# The prepared GPU check (issue 5): the perf matrix into docs/performance.md (under 8 min on one H100),
+# then the CUDA-only tests. GPU_PYTHON is a Python with torch and this package installed.
+GPU_PYTHON ?= $(PYTHON)
+gpu-check:
+	$(GPU_PYTHON) -m gn_plugin.runner.perf --device cuda --write-docs docs/performance.md --json docs/results/perf-cuda.json
+	$(GPU_PYTHON) -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py
 
 clean:
 	rm -rf $(VENV) site runs

@@ -78,7 +78,7 @@ FALLBACK_MEANINGS = {
     "data.root": "where the data set lives or is downloaded to",
     "data.resolution": "image size; null = the model's resolution",
     "data.hflip": "random horizontal flip of real images, batched on the device",
-    "data.num_workers": "data loader workers for data sets read from disk",
+    "data.num_workers": "data loader workers for data sets read from disk (also decoding them for data.on_device)",
     "data.options": "extra options of the data set factory",
     "train.batch_size_d": "real and fake images per D step (global, over all processes)",
     "train.batch_size_g": "fake images per G step",

@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from gn_plugin import create
+from gn_plugin.errors import GnPluginError
 from gn_plugin.norms.gradnorm import normalize_gradient
 from gn_plugin.runner.cli import main
 from gn_plugin.runner.data_stream import DeviceBatchIndices, batch_indices
-from gn_plugin.runner.perf import GROUPS, TensorMemory
+from gn_plugin.runner import perf
+from gn_plugin.runner.perf import CUDA_ONLY_GROUPS, GROUPS, TensorMemory
 from gn_plugin.runner.run_files import RunFiles
 from gn_plugin.runner.smoke import RECIPES, smoke_config, write_stand_in_inception
 from gn_plugin.runner.train import float32_precision, train
@@ -108,7 +110,9 @@ def short_run(tmp_path, name: str, method: str, **train_options) -> list[dict]:
 
 def test_training_losses_do_not_change_with_the_exact_optimisations(tmp_path):
     optimised = short_run(tmp_path, "optimised", "gn-cr")
-    plain = short_run(tmp_path, "plain", "gn-cr", cheap_generator_step="off", fuse_consistency=False)
+    plain = short_run(
+        tmp_path, "plain", "gn-cr", cheap_discriminator_step="off", cheap_generator_step="off", fuse_consistency=False
+    )
     losses = [name for name in optimised[0] if name.startswith("loss/")]
     assert {"loss/d", "loss/g", "loss/gn-cr:ConsistencyRegularizer"} <= set(losses)
     assert all(optimised[0][name] == plain[0][name] for name in losses if name != "loss/g")  # the first D step
@@ -158,7 +162,8 @@ def test_tensor_memory_counts_new_storages_while_alive():
 def test_perf_command_writes_its_table_into_the_docs_page(tmp_path, capsys):
     page = tmp_path / "performance.md"
     page.write_text("# Performance\n\nProse stays.\n\n<!-- perf:cpu -->\nold table\n<!-- /perf:cpu -->\n\nMore prose.\n")
-    argv = ["perf", "--device", "cpu", "--models", "cnn32", "--groups", *GROUPS, "--reps", "2",
+    cpu_groups = [g for g in GROUPS if g not in CUDA_ONLY_GROUPS]
+    argv = ["perf", "--device", "cpu", "--models", "cnn32", "--groups", *cpu_groups, "--reps", "2",
             "--warmup", "1", "--set", "model.width=0.0625", "train.batch_size_d=2", "train.batch_size_g=2",
             "--write-docs", str(page), "--json", str(tmp_path / "perf.json")]
     assert main(argv) == 0
@@ -166,7 +171,29 @@ def test_perf_command_writes_its_table_into_the_docs_page(tmp_path, capsys):
     assert text.startswith("# Performance\n\nProse stays.") and text.endswith("<!-- /perf:cpu -->\n\nMore prose.\n")
     assert "old table" not in text and "gnbench perf --device cpu --models cnn32" in text
     rows = json.loads((tmp_path / "perf.json").read_text())["rows"]
-    assert [(r["group"], r["method"]) for r in rows] == [(g, m) for g, (methods, _, _) in GROUPS.items() for m in methods]
+    assert [(r["group"], r["method"]) for r in rows] == [(g, m) for g in cpu_groups for m in GROUPS[g][0]]
     assert all(len(r["seconds"]) == 2 and r["peak_bytes"] > 0 for r in rows)
     assert rows[1]["ratio_to_sn"] == 1.0
     assert "| cnn32 (n_dis 1): gn time / sn time |" in text and "| cnn32 | 1 | 2 / 2 | fp32 | gn |" in text
+
+
+def test_a_variant_that_cannot_run_is_reported_and_the_others_are_measured(monkeypatch, capsys):
+    def setup_failing_for_gn(config, *args):
+        if config.norm.name == "gn":
+            raise GnPluginError("train.cuda_graph: capturing the D step failed (stand-in)")
+        return perf_setup(config, *args)
+
+    perf_setup = perf.setup
+    monkeypatch.setattr(perf, "setup", setup_failing_for_gn)
+    tiny = ["model.width=0.0625", "train.batch_size_d=2", "train.batch_size_g=2"]
+    variants = perf.measure_model("cnn32", ["fp32"], device="cpu", reps=1, warmup=0, overrides=tiny, time_limit=None)
+    assert [v.method for v in variants if v.error] == ["gn"]
+    assert all(len(v.seconds) == 1 for v in variants if v.method != "gn")
+    table = perf.markdown(variants, torch.device("cpu"), "gnbench perf", 0)
+    assert "Not measured: cnn32 *fp32* gn (train.cuda_graph: capturing the D step failed (stand-in))." in table
+    assert "| cnn32 | 1 | 2 / 2 | fp32 | gn |" not in table and "| cnn32 | 1 | 2 / 2 | fp32 | sn |" in table
+
+
+def test_cuda_only_settings_are_refused_on_the_cpu(capsys):
+    assert main(["perf", "--device", "cpu", "--groups", "cuda-graph"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--groups cuda-graph: needs --device cuda")

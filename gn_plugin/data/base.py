@@ -11,7 +11,8 @@ samples of it) and ``cleanfid_reference`` (``(name, resolution, split)`` of clea
 statistics, or None to compute reference statistics from the data set once and cache them).
 Small data sets subclass :class:`TensorImageDataset`, whose tensors the runner keeps on the device.
 Large ones decode their images lazily, one item at a time, through :func:`image_to_tensor`
-(:class:`EncodedImageDataset` for files or encoded bytes).
+(:class:`EncodedImageDataset` for files or encoded bytes); the runner reads them through a
+``DataLoader``, or decodes them all once at start-up and keeps them on the device (``data.on_device``).
 """
 
 from __future__ import annotations

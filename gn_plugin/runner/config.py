@@ -76,6 +76,17 @@ class DataConfig(Strict):
     resolution: int | None = Field(None, gt=0)
     hflip: bool = True
     num_workers: int = Field(2, ge=0)
+    on_device: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="on: decode a data set read from disk once at start-up into float32 tensors on the training "
+        "device and index batches there (same batches, no loader per step); off: a DataLoader each step; "
+        "auto: on for a CUDA device when the decoded set fits on_device_limit_mib. "
+        "In-memory data sets (digits, fake) are always on the device",
+    )
+    on_device_limit_mib: int = Field(
+        4096, gt=0,
+        description="on_device auto: the most MiB the decoded images (N × C × R × R × 4 bytes) and labels may take",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -101,7 +112,14 @@ class TrainConfig(Strict):
     ema: EmaConfig = Field(default_factory=EmaConfig)
     seed: int = 0
     device: str = "auto"
-    cheap_generator_step: Literal["auto", "on", "off"] = "auto"
+    cheap_generator_step: Literal["auto", "on", "off"] = Field(
+        "auto", description="GN's G step without double backprop, exact for piecewise-linear D (auto: where exact)"
+    )
+    cheap_discriminator_step: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="GN's D step in four passes instead of six, exact for piecewise-linear D with every parameter "
+        "in a Conv2d/Linear (auto: where exact, and not with bf16)",
+    )
     fuse_consistency: bool = Field(
         True, description="score GN-CR's augmented real batch in the D step's one GN pass (exact: GN is per sample)"
     )
@@ -111,6 +129,11 @@ class TrainConfig(Strict):
         "bf16: bfloat16 autocast (GN's gradient norm and division stay float32)",
     )
     channels_last: bool = Field(False, description="NHWC memory format for G, D and the images")
+    cuda_graph: bool = Field(
+        False,
+        description="capture the D step once as a CUDA graph and replay it (CUDA, one process; "
+        "the first few D steps run eagerly as warm-up)",
+    )
     log_every: int = Field(100, gt=0)
     sample_every: int = Field(1000, gt=0)
     sample_count: int = Field(64, gt=0, description="images per generator in each sample grid")

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gn_plugin.data.base import TensorImageDataset
+from gn_plugin.data.base import ImageDataset, TensorImageDataset
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> Tensor:
@@ -64,6 +64,43 @@ class DeviceBatchIndices:
         return self
 
 
+def decoded_bytes(dataset: ImageDataset) -> int:
+    """Bytes of ``dataset`` decoded: float32 images ``C × R × R`` and an int64 label per item."""
+    return len(dataset) * (dataset.channels * dataset.resolution**2 * 4 + 8)
+
+
+def keeps_on_device(choice: str, dataset: ImageDataset, device: torch.device, limit_mib: int) -> bool:
+    """Whether :class:`BatchStream` holds ``dataset`` decoded on ``device`` (config ``data.on_device``).
+
+    ``on`` and ``off`` decide; ``auto`` keeps it on a CUDA device when :func:`decoded_bytes` is at
+    most ``limit_mib`` MiB. A :class:`TensorImageDataset` is on the device whatever the choice.
+    """
+    if isinstance(dataset, TensorImageDataset):
+        return True
+    if choice == "auto":
+        return device.type == "cuda" and decoded_bytes(dataset) <= limit_mib * 2**20
+    return choice == "on"
+
+
+def decode_all(
+    dataset: Dataset, num_workers: int, device: torch.device, batch_size: int = 256
+) -> tuple[Tensor, Tensor]:
+    """Every item of ``dataset`` in index order: images [N, C, H, W] float32 and labels [N] int64 on ``device``.
+
+    A ``DataLoader`` with ``num_workers`` workers decodes them in order, batch by batch, straight
+    into the device tensors (the host never holds the whole data set).
+    """
+    size = len(dataset)
+    images = torch.empty((size, *dataset[0][0].shape), dtype=torch.float32, device=device)
+    labels = torch.empty(size, dtype=torch.int64, device=device)
+    start = 0
+    for batch_images, batch_labels in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+        stop = start + len(batch_labels)
+        images[start:stop], labels[start:stop] = batch_images, batch_labels
+        start = stop
+    return images, labels
+
+
 class _ShardSampler(Sampler[list[int]]):
     def __init__(self, size: int, batch_size: int, seed: int, position: int, shard: slice) -> None:
         self.arguments = (size, batch_size, seed, position, shard)
@@ -78,9 +115,10 @@ class BatchStream:
     Every process walks the same seeded index stream, so N processes together see exactly the
     batches one process would.
 
-    Small in-memory data sets (:class:`TensorImageDataset`) are moved to the device once and indexed
-    there with device-side indices (no host sync per batch); others go through a ``DataLoader`` whose
-    workers prefetch from the same index stream.
+    In-memory data sets (:class:`TensorImageDataset`) are moved to the device once and indexed there
+    with device-side indices (no host sync per batch). Others are, with ``on_device``, decoded once by
+    :func:`decode_all` and then indexed the same way; without it they go through a ``DataLoader``
+    whose workers prefetch from the same index stream. Both give the same batches.
     ``position`` counts the samples consumed, which is all a checkpoint needs to resume exactly.
     """
 
@@ -93,6 +131,7 @@ class BatchStream:
         num_workers: int = 2,
         shard: slice = slice(None),
         position: int = 0,
+        on_device: bool = False,
     ) -> None:
         self.dataset, self.batch_size, self.seed, self.device = dataset, batch_size, seed, device
         self.num_workers, self.shard, self.position = num_workers, shard, position
@@ -101,6 +140,8 @@ class BatchStream:
         self._loader: Iterator | None = None
         if isinstance(dataset, TensorImageDataset):
             self._tensors = (dataset.images.to(device), dataset.labels.to(device))
+        elif on_device:
+            self._tensors = decode_all(dataset, num_workers, device)
 
     def __next__(self) -> tuple[Tensor, Tensor]:
         if self._tensors is not None:

@@ -4,7 +4,8 @@ For a piecewise-linear D the Hessian of f vanishes almost everywhere, so
 ∇ₓf̂ = ‖∇f‖ · ∇f / (‖∇f‖ + |f|)²: the gradient reaching the generator's output is ∇ₓf scaled per
 sample. The G step can then run one plain forward/backward through D and rescale, with no double
 backprop; with the loss derivative taken at f̂ by autograd this is exact for any loss. The D step
-cannot do this (∂‖∇ₓf‖/∂θ is not zero), so it always takes the full path.
+cannot drop the second-order part (∂‖∇ₓf‖/∂θ is not zero); its own cheap form, which keeps it, is in
+:mod:`gn_plugin.runner.discriminator_step`.
 """
 
 from __future__ import annotations

@@ -54,16 +54,26 @@ METHODS = ("none", "sn", "gn", "gn-cr", "wgan-gp")
 #: settings group -> (methods, config overrides, what it shows)
 GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "fp32": (METHODS, (), "the recipes as they are (every optimisation that is exact is on)"),
+    "naive": (
+        ("gn", "gn-cr"),
+        ("train.cheap_discriminator_step='off'", "train.cheap_generator_step='off'", "train.fuse_consistency=false"),
+        "none of GN's exact optimisations: double backprop in both steps, GN-CR's view in its own pass",
+    ),
+    "full-d-step": (("gn", "gn-cr"), ("train.cheap_discriminator_step='off'",), "GN's D step by plain double backprop"),
     "full-g-step": (("gn",), ("train.cheap_generator_step='off'",), "GN's G step by double backprop"),
     "separate-cr": (("gn-cr",), ("train.fuse_consistency=false",), "GN-CR's augmented view in its own GN pass"),
     "channels-last": (("sn", "gn", "gn-cr"), ("train.channels_last=true",), "NHWC memory format"),
     "tf32": (("sn", "gn", "gn-cr"), ("train.precision=tf32",), "TF32 convolutions and matmuls (CUDA only)"),
-    "bf16": (("sn", "gn", "gn-cr"), ("train.precision=bf16",), "bfloat16 autocast"),
+    "bf16": (("sn", "gn", "gn-cr"), ("train.precision=bf16",), "bfloat16 autocast (GN's D step by double backprop)"),
     "bf16-channels-last": (
-        ("sn", "gn", "gn-cr"), ("train.precision=bf16", "train.channels_last=true"), "bfloat16 autocast, NHWC"
+        ("sn", "gn", "gn-cr"), ("train.precision=bf16", "train.channels_last=true"), "bfloat16 autocast and NHWC"
+    ),
+    "cuda-graph": (
+        ("sn", "gn", "gn-cr", "wgan-gp"), ("train.cuda_graph=true",), "the D step captured once as a CUDA graph and replayed"
     ),
 }
-DEFAULT_GROUPS = {"cpu": ["fp32", "full-g-step", "separate-cr"], "cuda": list(GROUPS)}
+CUDA_ONLY_GROUPS = {"cuda-graph"}
+DEFAULT_GROUPS = {"cpu": ["fp32", "naive", "full-d-step", "full-g-step", "separate-cr"], "cuda": list(GROUPS)}
 #: (model, numerator method, denominator method, limit, what) -- the issue's targets, fp32 group
 TARGETS = [
     ("cnn32", "gn", "sn", 1.5, "time"),
@@ -117,6 +127,7 @@ class Variant:
     seconds: list[float] = field(default_factory=list)
     peak_bytes: int = 0
     host_syncs: int | None = None
+    error: str | None = None  # why it could not be measured (e.g. a CUDA graph that failed to capture)
 
 
 def variant_config(model: str, group: str, method: str, device: str, overrides: list[str]) -> Config:
@@ -180,24 +191,30 @@ def measure_model(
     """
     started = time.perf_counter()
     unused_run_dir = RunFiles(Path(tempfile.gettempdir()) / "gn-perf", writer=False)  # a non-writer writes nothing
-    runs = []
+    variants, runs = [], []
     for group in groups:
         for method in GROUPS[group][0]:
-            config = variant_config(model, group, method, device, overrides)
-            runs.append((Variant(model, group, method, config), setup(config, unused_run_dir, ProcessGroup())))
-    for variant, t in runs:
-        for _ in range(warmup):
-            train_iteration(t)
-        variant.peak_bytes = peak_iteration_memory(t)
-        if t.device.type == "cuda":
-            variant.host_syncs = count_host_syncs(t)
+            variant = Variant(model, group, method, variant_config(model, group, method, device, overrides))
+            variants.append(variant)
+            try:  # one variant that cannot run (say, a failed capture) must not cost the others
+                t = setup(variant.config, unused_run_dir, ProcessGroup())
+                for _ in range(warmup):
+                    train_iteration(t)
+                variant.peak_bytes = peak_iteration_memory(t)
+                if t.device.type == "cuda":
+                    variant.host_syncs = count_host_syncs(t)
+            except GnPluginError as exc:
+                variant.error = str(exc)
+                print(f"{model} {group} {method}: not measured: {exc}", file=sys.stderr, flush=True)
+                continue
+            runs.append((variant, t))
     for rep in range(reps):
         if rep and time_limit is not None and time.perf_counter() - started > time_limit:
             break
         shift = rep % len(runs)
         for variant, t in runs[shift:] + runs[:shift]:
             variant.seconds.append(timed_iteration(t))
-    return [variant for variant, _ in runs]
+    return variants
 
 
 # -- figures ---------------------------------------------------------------------------------------
@@ -210,9 +227,14 @@ def baseline(variants: list[Variant], variant: Variant) -> Variant | None:
     return find(variants, variant.model, variant.group, "sn") or find(variants, variant.model, "fp32", "sn")
 
 
+def time_ratios(a: Variant, b: Variant) -> list[float]:
+    """a's time over b's time in the same repetition, for each repetition."""
+    return [x / y for x, y in zip(a.seconds, b.seconds)]
+
+
 def time_ratio(a: Variant, b: Variant) -> float:
     """Median over repetitions of a's time over b's time in the same repetition."""
-    return statistics.median(x / y for x, y in zip(a.seconds, b.seconds))
+    return statistics.median(time_ratios(a, b))
 
 
 def memory_ratio(a: Variant, b: Variant) -> float:
@@ -240,8 +262,9 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({names[0] if names else 'unknown'}), {torch.get_num_threads()} threads"
 
 
-def markdown(variants: list[Variant], device: torch.device, command: str, warmup: int) -> str:
+def markdown(all_variants: list[Variant], device: torch.device, command: str, warmup: int) -> str:
     """The section the docs page shows: how it was measured, the table, the targets."""
+    variants = [v for v in all_variants if v.error is None]
     reps = min(len(v.seconds) for v in variants)
     cuda = device.type == "cuda"
     memory_how = (
@@ -256,7 +279,8 @@ def markdown(variants: list[Variant], device: torch.device, command: str, warmup
             f"iterations per variant after {warmup} warm-up iteration(s), variants interleaved in a rotating order "
             "in one process; CIFAR-10 recipes (batch D / G, n_dis as listed) on fake data. "
             "*ms* is the median time of one iteration (n_dis D steps + one G step + EMA); *× sn* is the median "
-            "over repetitions of the iteration's time over the same repetition's SN iteration with the same settings. "
+            "(and range) over repetitions of the iteration's time over the same repetition's SN iteration with the "
+            "same settings. "
             f"*Peak MiB* is the memory one iteration allocates at its peak above the resting state: {memory_how}."
         ),
         "",
@@ -267,7 +291,8 @@ def markdown(variants: list[Variant], device: torch.device, command: str, warmup
     for v in variants:
         train = v.config.train
         base = baseline(variants, v)
-        ratio = f"{time_ratio(v, base):.2f}" if base else "–"
+        ratios = time_ratios(v, base) if base else []
+        ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})" if ratios else "–"
         memory = f"{memory_ratio(v, base):.2f}" if base else "–"
         lines.append(
             f"| {v.model} | {train.n_dis} | {train.batch_size_d} / {train.batch_size_g} | {v.group} | {v.method} | "
@@ -278,7 +303,10 @@ def markdown(variants: list[Variant], device: torch.device, command: str, warmup
     if targets:
         lines += ["", "| target (fp32 settings) | measured | limit | met |", "|---|---|---|---|"]
         lines += [f"| {what} | {value:.2f} | {limit} | {'yes' if value <= limit else 'no'} |" for what, value, limit in targets]
-    groups = dict.fromkeys(v.group for v in variants)
+    failed = [v for v in all_variants if v.error is not None]
+    if failed:
+        lines += ["", "Not measured: " + "; ".join(f"{v.model} *{v.group}* {v.method} ({v.error})" for v in failed) + "."]
+    groups = dict.fromkeys(v.group for v in all_variants)
     lines += ["", "Settings: " + "; ".join(f"*{g}*: {GROUPS[g][2]}" for g in groups) + "."]
     return "\n".join(lines)
 
@@ -303,8 +331,8 @@ def record(variants: list[Variant]) -> list[dict[str, Any]]:
         base = baseline(variants, v)
         rows.append({
             "model": v.model, "group": v.group, "method": v.method, "seconds": v.seconds,
-            "peak_bytes": v.peak_bytes, "host_syncs": v.host_syncs,
-            "ratio_to_sn": time_ratio(v, base) if base else None,
+            "peak_bytes": v.peak_bytes, "host_syncs": v.host_syncs, "error": v.error,
+            "ratio_to_sn": time_ratio(v, base) if base and v.seconds and base.seconds else None,
             "train": v.config.train.model_dump(
                 mode="json", include={"n_dis", "batch_size_d", "batch_size_g", "precision", "channels_last"}
             ),
@@ -322,6 +350,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, help="untimed iterations per variant first (default: cpu 1, cuda 3)")
     parser.add_argument("--time-limit", type=float, help="seconds per model after which no new repetition starts "
                         "(default: cpu none, cuda 150)")
+    parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads; default: torch's)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for every variant")
     parser.add_argument("--json", help="write every measurement here")
     parser.add_argument("--write-docs", metavar="MD", help="put the table into this Markdown page (section per device kind)")
@@ -329,7 +358,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command_perf(args: argparse.Namespace) -> None:
     cuda = args.device == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
     groups = args.groups or DEFAULT_GROUPS[args.device]
+    if not cuda and CUDA_ONLY_GROUPS & set(groups):
+        raise GnPluginError(f"--groups {' '.join(sorted(CUDA_ONLY_GROUPS & set(groups)))}: needs --device cuda")
     reps = args.reps or (30 if cuda else 5)
     warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     time_limit = args.time_limit if args.time_limit is not None else (150.0 if cuda else None)
@@ -337,6 +370,7 @@ def command_perf(args: argparse.Namespace) -> None:
         ["gnbench perf", f"--device {args.device}", f"--models {' '.join(args.models)}", f"--groups {' '.join(groups)}",
          f"--reps {reps}", f"--warmup {warmup}"]
         + ([f"--time-limit {time_limit:g}"] if time_limit is not None else [])
+        + ([f"--threads {args.threads}"] if args.threads else [])
         + ([f"--set {' '.join(args.set)}"] if args.set else [])
     )
     variants: list[Variant] = []

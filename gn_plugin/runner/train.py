@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ from gn_plugin.runner.components import (
     describe_models,
 )
 from gn_plugin.runner.config import Config, save_config
-from gn_plugin.runner.data_stream import BatchStream
+from gn_plugin.runner.cuda_graph import CapturedStep, check_cuda_graph, make_capturable
+from gn_plugin.runner.data_stream import BatchStream, decoded_bytes, keeps_on_device
+from gn_plugin.runner.discriminator_step import discriminator_scores, use_cheap_discriminator_step
 from gn_plugin.runner.evaluate import EVAL_SEED, build_evaluator
 from gn_plugin.runner.metrics import higher_is_better
 from gn_plugin.runner.generator_step import generator_scores, use_cheap_generator_step
@@ -66,7 +69,10 @@ class Training:
     schedulers: list[torch.optim.lr_scheduler.LRScheduler]
     stream: BatchStream
     cheap_generator_step: bool
+    cheap_discriminator_step: bool
     fused_consistency: bool  # every regularizer is CR, and its view joins the D step's one GN pass
+    #: one D update from a real batch: :func:`discriminator_step`, or its CUDA-graph replay (train.cuda_graph)
+    update_discriminator: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None
     step: int = 0
     best: dict[str, Any] = field(default_factory=dict)
     nonfinite: Tensor | None = None  # device-side flag: no host sync per step
@@ -126,25 +132,37 @@ def setup(config: Config, files: RunFiles, group: distributed.ProcessGroup) -> T
     betas = config.train.betas
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.train.lr_g, betas=betas)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=config.train.lr_d, betas=betas)
+    if config.train.cuda_graph:
+        check_cuda_graph(device, group.world_size)
+        make_capturable(optimizer_d, device)  # before the schedulers read the lr
     schedulers = []
     if config.train.lr_decay == "linear":
         decay = lambda step: 1.0 - step / config.train.steps  # noqa: E731 (per G step, to 0)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (optimizer_g, optimizer_d)]
+    on_device = keeps_on_device(config.data.on_device, dataset, device, config.data.on_device_limit_mib)
     stream = BatchStream(
         dataset, config.train.batch_size_d, config.train.seed, device,
-        num_workers=config.data.num_workers, shard=group.shard(config.train.batch_size_d),
+        num_workers=config.data.num_workers, shard=group.shard(config.train.batch_size_d), on_device=on_device,
     )
     if group.is_main:
         files.log(f"{config.model.name}: {describe_models(pair)}; norm {config.norm.name}, loss {config.loss.name}")
+        files.log(f"data '{config.data.name}': {len(dataset)} images, " + (
+            f"held on {device} ({decoded_bytes(dataset) / 2**20:.0f} MiB)" if on_device else "read by a DataLoader"
+        ))
     regularizers = build_regularizers(config, discriminator)
-    return Training(
+    t = Training(
         config=config, files=files, group=group, device=device, dataset=dataset,
         generator=generator, generator_ema=generator_ema, discriminator=discriminator,
         loss=build_loss(config), regularizers=regularizers,
         optimizer_g=optimizer_g, optimizer_d=optimizer_d, schedulers=schedulers, stream=stream,
         cheap_generator_step=use_cheap_generator_step(config, discriminator),
+        cheap_discriminator_step=use_cheap_discriminator_step(config, discriminator),
         fused_consistency=fuses_consistency(config, discriminator, regularizers),
     )
+    t.update_discriminator = functools.partial(discriminator_step, t)
+    if config.train.cuda_graph:
+        t.update_discriminator = CapturedStep(t.update_discriminator, device)
+    return t
 
 
 # -- one iteration ---------------------------------------------------------------------------------
@@ -167,8 +185,14 @@ def float32_precision(t: Training) -> Iterator[None]:
 
 
 def autocast(t: Training) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast with ``train.precision=bf16`` (GN keeps its norm and division in float32)."""
-    return torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.config.train.precision == "bf16")
+    """bfloat16 autocast with ``train.precision=bf16`` (GN keeps its norm and division in float32).
+
+    A captured step must not use autocast's cache of cast weights (PyTorch's CUDA-graph rule).
+    """
+    return torch.autocast(
+        t.device.type, dtype=torch.bfloat16, enabled=t.config.train.precision == "bf16",
+        cache_enabled=not t.config.train.cuda_graph,
+    )
 
 
 def sample_latents(t: Training, global_batch: int) -> tuple[Tensor, Tensor | None]:
@@ -179,9 +203,8 @@ def sample_latents(t: Training, global_batch: int) -> tuple[Tensor, Tensor | Non
     return z, labels
 
 
-def real_batch(t: Training) -> tuple[Tensor, Tensor | None]:
-    """The next real batch, randomly flipped when the config asks for it."""
-    images, labels = next(t.stream)
+def prepare_real(t: Training, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None]:
+    """A real batch randomly flipped when the config asks for it; labels only for a conditional model."""
     if t.config.data.hflip:
         global_batch = t.config.train.batch_size_d
         flip = (torch.rand(global_batch, device=t.device) < 0.5)[t.group.shard(global_batch)]
@@ -189,9 +212,12 @@ def real_batch(t: Training) -> tuple[Tensor, Tensor | None]:
     return images.contiguous(memory_format=memory_format(t.config)), (labels if t.num_classes else None)
 
 
-def discriminator_step(t: Training) -> dict[str, Tensor]:
-    """One D update on a fresh real batch and fresh fakes; returns detached values for logging."""
-    real, real_labels = real_batch(t)
+def discriminator_step(t: Training, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """One D update on a real batch from the stream and fresh fakes; returns detached values for logging.
+
+    Its shapes are fixed and it never waits on the device, so it can be captured as a CUDA graph.
+    """
+    real, real_labels = prepare_real(t, images, labels)
     z, fake_labels = sample_latents(t, t.config.train.batch_size_d)
     with torch.no_grad(), autocast(t):
         fake = t.generator(z, fake_labels).to(real.dtype)  # bf16 out of autocast; D sees float32 images
@@ -200,7 +226,8 @@ def discriminator_step(t: Training) -> dict[str, Tensor]:
     # One fused pass: every norm here is per sample, so scoring the concatenation equals separate calls.
     labels = None if real_labels is None else torch.cat([real_labels, fake_labels, *[real_labels] * len(views)])
     with autocast(t):
-        scores = t.discriminator(torch.cat([real, fake, *views]), labels)
+        images = torch.cat([real, fake, *views])
+        scores = discriminator_scores(t.discriminator, images, labels, cheap=t.cheap_discriminator_step)
         real_scores, fake_scores, *view_scores = scores.split([len(real), len(fake), *[len(real)] * len(views)])
         adversarial = t.loss.d_loss(real_scores, fake_scores)
         if t.fused_consistency:
@@ -278,7 +305,7 @@ def train_iteration(t: Training) -> tuple[dict[str, Tensor], Tensor]:
     """
     with float32_precision(t):
         for _ in range(t.config.train.n_dis):
-            d_values = discriminator_step(t)
+            d_values = t.update_discriminator(*next(t.stream))
         g_loss = generator_step(t)
     flag_nonfinite(t, d_values["loss/d"], g_loss)
     t.step += 1
@@ -395,6 +422,8 @@ def restore(t: Training, path: Path) -> None:
     t.discriminator.load_state_dict(state["discriminator"])
     t.optimizer_g.load_state_dict(state["optimizer_g"])
     t.optimizer_d.load_state_dict(state["optimizer_d"])
+    if t.config.train.cuda_graph:
+        make_capturable(t.optimizer_d, t.device)
     for scheduler, saved in zip(t.schedulers, state["schedulers"]):
         scheduler.load_state_dict(saved)
     torch.set_rng_state(state["rng"]["cpu"].cpu())
@@ -436,7 +465,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
                 now = time.perf_counter()
                 scalars.update({
                     "loss/g": float(g_loss),
-                    "lr/d": t.optimizer_d.param_groups[0]["lr"], "lr/g": t.optimizer_g.param_groups[0]["lr"],
+                    "lr/d": float(t.optimizer_d.param_groups[0]["lr"]), "lr/g": float(t.optimizer_g.param_groups[0]["lr"]),
                     "speed/steps_per_s": (t.step - last_log_step) / max(now - last_log, 1e-9),
                 })
                 last_log, last_log_step = now, t.step
@@ -458,7 +487,8 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
     bar.close()
     summary = {
         "steps": t.step, "wall_time_s": time.perf_counter() - started, "best": t.best,
-        "cheap_generator_step": t.cheap_generator_step, "world_size": group.world_size,
+        "cheap_generator_step": t.cheap_generator_step, "cheap_discriminator_step": t.cheap_discriminator_step,
+        "world_size": group.world_size,
     }
     if group.is_main:
         files.write_summary(summary)
