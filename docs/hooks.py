@@ -63,47 +63,6 @@ def type_text(node: dict[str, Any], defs: dict[str, Any]) -> str:
     return {"null": "null", "object": "mapping"}.get(kind, kind)
 
 
-#: Meanings of config keys whose schema has no ``description`` yet. The schema's own description wins,
-#: so a key drops out of this table as soon as ``config.py`` documents it with ``Field(description=...)``.
-FALLBACK_MEANINGS = {
-    "norm": "how D's score is constrained: gn, gn-cr, sn, none, or a plugin's norm",
-    "loss": "adversarial loss on the norm's scores: hinge, ns, wasserstein, ls, or a plugin's loss",
-    "regularizers": "penalties added to the D loss (gp, cr, r1), each with its weight",
-    "model.name": "registered model (G and D pair)",
-    "model.z_dim": "latent size; z ~ N(0, I)",
-    "model.width": "multiplier of every channel count (narrow models for CPU runs)",
-    "model.conditional": "class-conditional G and D (needs a labelled data set)",
-    "model.options": "extra options of the model factory (e.g. depth, activation for mlp)",
-    "data.name": "registered data set",
-    "data.root": "where the data set lives or is downloaded to",
-    "data.resolution": "image size; null = the model's resolution",
-    "data.hflip": "random horizontal flip of real images, batched on the device",
-    "data.num_workers": "data loader workers for data sets read from disk (also decoding them for data.on_device)",
-    "data.options": "extra options of the data set factory",
-    "train.batch_size_d": "real and fake images per D step (global, over all processes)",
-    "train.batch_size_g": "fake images per G step",
-    "train.lr_d": "Adam learning rate of D",
-    "train.lr_g": "Adam learning rate of G",
-    "train.betas": "Adam betas of both optimisers",
-    "train.lr_decay": "linear: both learning rates fall to 0 at the last step",
-    "train.ema.decay": "decay of the EMA of G's weights",
-    "train.ema.start": "steps before which the EMA copies G",
-    "train.seed": "seed of weights, data order and every z",
-    "train.device": "auto (GPU when there is one), cpu, cuda, cuda:N",
-    "train.cheap_generator_step": "GN's exact single-backprop G step for piecewise-linear D",
-    "train.log_every": "steps between scalar logs (losses, Lipschitz probes, speed)",
-    "train.sample_every": "steps between sample grids",
-    "train.checkpoint_every": "steps between checkpoints/latest.pt",
-    "eval.num_samples": "generated images per evaluation",
-    "eval.batch_size": "images per batch in evaluation",
-    "eval.metrics": "registered metrics: fid, kid, is, coverage",
-    "eval.inception_path": "TF-Inception TorchScript file (default: clean-fid's location)",
-    "eval.cache_dir": "where reference statistics computed from data sets are cached",
-    "eval.best_metric": "metric that chooses checkpoints/best.pt",
-    "eval.best_generator": "generator whose metric chooses best.pt (raw or ema)",
-}
-
-
 def constraint_text(node: dict[str, Any]) -> str:
     parts = []
     for key, symbol in (("exclusiveMinimum", ">"), ("minimum", "≥"), ("exclusiveMaximum", "<"), ("maximum", "≤")):
@@ -139,7 +98,7 @@ def schema_sections(schema: dict[str, Any], defaults: dict[str, Any], title: str
                 lines += rows(node["properties"], f"{key}.", set(node.get("required", [])))
                 continue
             default = "required" if name in needed else cell(defaults.get(key, raw.get("default")))
-            description = (raw.get("description") or FALLBACK_MEANINGS.get(key, "")).replace("|", "\\|").replace("\n", " ")
+            description = raw.get("description", "").replace("|", "\\|").replace("\n", " ")
             lines.append(f"| `{key}` | {type_text(raw, defs)} | {default} | {constraint_text(raw)} | {description} |")
         return lines
 

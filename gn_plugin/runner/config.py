@@ -58,11 +58,13 @@ def _known(kind: str, name: str) -> str:
 
 
 class ModelConfig(Strict):
-    name: str = "mlp"
-    z_dim: int = Field(128, gt=0)
-    width: float = Field(1.0, gt=0)
-    conditional: bool = False
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("mlp", description="registered model (G and D pair)")
+    z_dim: int = Field(128, gt=0, description="latent size; z ~ N(0, I)")
+    width: float = Field(1.0, gt=0, description="multiplier of every channel count (narrow models for CPU runs)")
+    conditional: bool = Field(False, description="class-conditional G and D (needs a labelled data set)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="extra options of the model factory (e.g. depth, activation for mlp)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -71,11 +73,13 @@ class ModelConfig(Strict):
 
 
 class DataConfig(Strict):
-    name: str = "digits"
-    root: str = "data"
-    resolution: int | None = Field(None, gt=0)
-    hflip: bool = True
-    num_workers: int = Field(2, ge=0)
+    name: str = Field("digits", description="registered data set")
+    root: str = Field("data", description="where the data set lives or is downloaded to")
+    resolution: int | None = Field(None, gt=0, description="image size; null = the model's resolution")
+    hflip: bool = Field(True, description="random horizontal flip of real images, batched on the device")
+    num_workers: int = Field(
+        2, ge=0, description="data loader workers for data sets read from disk (also decoding them for on_device)"
+    )
     on_device: Literal["auto", "on", "off"] = Field(
         "auto",
         description="on: decode a data set read from disk once at start-up into float32 tensors on the training "
@@ -87,7 +91,7 @@ class DataConfig(Strict):
         4096, gt=0,
         description="on_device auto: the most MiB the decoded images (N × C × R × R × 4 bytes) and labels may take",
     )
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="extra options of the data set factory")
 
     @field_validator("name")
     @classmethod
@@ -96,22 +100,24 @@ class DataConfig(Strict):
 
 
 class EmaConfig(Strict):
-    decay: float = Field(0.9999, ge=0, lt=1)
-    start: int = Field(0, ge=0)
+    decay: float = Field(0.9999, ge=0, lt=1, description="decay of the EMA of G's weights")
+    start: int = Field(0, ge=0, description="steps before which the EMA copies G")
 
 
 class TrainConfig(Strict):
     steps: int = Field(1000, gt=0, description="generator steps")
     n_dis: int = Field(1, gt=0, description="discriminator steps per generator step")
-    batch_size_d: int = Field(64, gt=0)
-    batch_size_g: int = Field(128, gt=0)
-    lr_d: float = Field(2e-4, gt=0)
-    lr_g: float = Field(2e-4, gt=0)
-    betas: tuple[float, float] = (0.0, 0.9)
-    lr_decay: Literal["none", "linear"] = "none"
-    ema: EmaConfig = Field(default_factory=EmaConfig)
-    seed: int = 0
-    device: str = "auto"
+    batch_size_d: int = Field(64, gt=0, description="real and fake images per D step (global, over all processes)")
+    batch_size_g: int = Field(128, gt=0, description="fake images per G step")
+    lr_d: float = Field(2e-4, gt=0, description="Adam learning rate of D")
+    lr_g: float = Field(2e-4, gt=0, description="Adam learning rate of G")
+    betas: tuple[float, float] = Field((0.0, 0.9), description="Adam betas of both optimisers")
+    lr_decay: Literal["none", "linear"] = Field(
+        "none", description="linear: both learning rates fall to 0 at the last step"
+    )
+    ema: EmaConfig = Field(default_factory=EmaConfig, description="exponential moving average of G's weights")
+    seed: int = Field(0, description="seed of weights, data order and every z")
+    device: str = Field("auto", description="auto (GPU when there is one), cpu, cuda, cuda:N")
     cheap_generator_step: Literal["auto", "on", "off"] = Field(
         "auto", description="GN's G step without double backprop, exact for piecewise-linear D (auto: where exact)"
     )
@@ -134,10 +140,10 @@ class TrainConfig(Strict):
         description="capture the D step once as a CUDA graph and replay it (CUDA, one process; "
         "the first few D steps run eagerly as warm-up)",
     )
-    log_every: int = Field(100, gt=0)
-    sample_every: int = Field(1000, gt=0)
+    log_every: int = Field(100, gt=0, description="steps between scalar logs (losses, Lipschitz probes, speed)")
+    sample_every: int = Field(1000, gt=0, description="steps between sample grids")
     sample_count: int = Field(64, gt=0, description="images per generator in each sample grid")
-    checkpoint_every: int = Field(1000, gt=0)
+    checkpoint_every: int = Field(1000, gt=0, description="steps between checkpoints/latest.pt")
 
     @field_validator("betas")
     @classmethod
@@ -149,21 +155,37 @@ class TrainConfig(Strict):
 
 class EvalConfig(Strict):
     every: int = Field(5000, ge=0, description="evaluate every N generator steps; 0 = only at the end")
-    num_samples: int = Field(10000, gt=1)
-    batch_size: int = Field(500, gt=0)
-    metrics: list[str] = Field(default_factory=lambda: ["fid", "kid", "is"])
-    inception_path: str | None = None
-    cache_dir: str = "~/.cache/gn_plugin"
-    best_metric: str = "fid"
-    best_generator: Literal["raw", "ema"] = "ema"
+    num_samples: int = Field(10000, gt=1, description="generated images per evaluation")
+    batch_size: int = Field(500, gt=0, description="images per batch in evaluation")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["fid", "kid", "is"], description="registered metrics: fid, kid, is, coverage"
+    )
+    inception_path: str | None = Field(
+        None, description="TF-Inception TorchScript file (default: clean-fid's location)"
+    )
+    cache_dir: str = Field(
+        "~/.cache/gn_plugin", description="where reference statistics computed from data sets are cached"
+    )
+    best_metric: str = Field("fid", description="metric that chooses checkpoints/best.pt")
+    best_generator: Literal["raw", "ema"] = Field(
+        "ema", description="generator whose metric chooses best.pt (raw or ema)"
+    )
 
 
 class Config(Strict):
     """The whole run: components, model, data, training and evaluation."""
 
-    norm: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="gn"))
-    loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="hinge"))
-    regularizers: list[ComponentSpec] = Field(default_factory=list)
+    norm: ComponentSpec = Field(
+        default_factory=lambda: ComponentSpec(name="gn"),
+        description="how D's score is constrained: gn, gn-cr, sn, none, or a plugin's norm",
+    )
+    loss: ComponentSpec = Field(
+        default_factory=lambda: ComponentSpec(name="hinge"),
+        description="adversarial loss on the norm's scores: hinge, ns, wasserstein, ls, or a plugin's loss",
+    )
+    regularizers: list[ComponentSpec] = Field(
+        default_factory=list, description="penalties added to the D loss (gp, cr, r1), each with its weight"
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -212,12 +212,12 @@ def prepare_real(t: Training, images: Tensor, labels: Tensor) -> tuple[Tensor, T
     return images.contiguous(memory_format=memory_format(t.config)), (labels if t.num_classes else None)
 
 
-def discriminator_step(t: Training, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+def discriminator_step(t: Training, stream_images: Tensor, stream_labels: Tensor) -> dict[str, Tensor]:
     """One D update on a real batch from the stream and fresh fakes; returns detached values for logging.
 
     Its shapes are fixed and it never waits on the device, so it can be captured as a CUDA graph.
     """
-    real, real_labels = prepare_real(t, images, labels)
+    real, real_labels = prepare_real(t, stream_images, stream_labels)
     z, fake_labels = sample_latents(t, t.config.train.batch_size_d)
     with torch.no_grad(), autocast(t):
         fake = t.generator(z, fake_labels).to(real.dtype)  # bf16 out of autocast; D sees float32 images
