@@ -15,7 +15,8 @@ any D; the second drops the share of ∂‖∇ₓf‖/∂θ that goes through th
 is zero almost everywhere for a piecewise-linear D (Theorem 6's Hessian argument). So the step is exact
 for such a D, like the cheap G step: the scores are bit-identical and the gradients agree to float
 rounding (tests/test_discriminator_step.py). Every parameter must sit in a ``Conv2d`` or ``Linear``,
-whose calls are routed through recording functions while D runs.
+whose calls are routed through recording functions while D runs. A layer's parameter gradients are
+computed as soon as the tangent pass reaches it, which frees what it saved while the pass goes on.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ def normalized_scores(scores: Tensor, grad: Tensor) -> Tensor:
 class _Layer:
     """One conv or linear call while D runs, and what the ∇ₓf pass and the tangent pass give for it."""
 
-    input: Tensor
+    input: Tensor | None  # None once the tangent pass has collected its gradients
     weight: nn.Parameter
     bias: nn.Parameter | None
     conv: tuple | None  # (stride, padding, dilation, groups) of a conv; None for a linear layer
     grad_output: Tensor | None = None  # b = ∂f/∂(layer output)
     tangent: Tensor | None = None  # τ = ∂L/∂(this layer's share of ∇ₓf)
+    sink: _ParameterGradients | None = None  # where the tangent pass delivers this layer's ∂L/∂θ
 
     def input_gradient(self, grad_output: Tensor) -> Tensor:
         """The layer's share of ∂f/∂input: the call autograd itself makes, so ∇ₓf is bit-identical."""
@@ -112,8 +114,27 @@ class _InputGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, tangent: Tensor):
-        ctx.layer.tangent = tangent.detach()
-        return ctx.layer.tangent_output(tangent), None
+        layer = ctx.layer
+        output = layer.tangent_output(tangent)
+        layer.tangent = tangent.detach()
+        layer.sink.collect(layer)  # now, so that the layer's tensors are freed as the pass goes
+        return output, None
+
+
+class _ParameterGradients:
+    """∂L/∂θ summed over the layer calls that use each parameter, given a = ∂L/∂f per sample."""
+
+    def __init__(self, a: Tensor) -> None:
+        self.a = a
+        self.by_parameter: dict[int, Tensor] = {}
+
+    def collect(self, layer: _Layer) -> None:
+        """Add ``layer``'s weight and bias gradients, then drop what it held for them."""
+        for parameter, value in zip((layer.weight, layer.bias), layer.parameter_gradients(self.a)):
+            if parameter is not None:
+                key = id(parameter)
+                self.by_parameter[key] = self.by_parameter[key] + value if key in self.by_parameter else value
+        layer.input = layer.grad_output = layer.tangent = layer.sink = None
 
 
 def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -170,13 +191,14 @@ class _PiecewiseLinearGradNormStep(torch.autograd.Function):
         with torch.enable_grad():  # ∂L/∂f and ∂L/∂(∇ₓf) through the same formula as the forward
             scores, grad = scores.requires_grad_(True), grad.requires_grad_(True)
             a, grad_tangent = torch.autograd.grad(normalized_scores(scores, grad), (scores, grad), upstream)
-        torch.autograd.grad(ctx.grad, ctx.seed, grad_tangent)  # the tangent pass: records τ in each layer
-        gradients: dict[int, Tensor] = {}
+        sink = _ParameterGradients(a)
         for layer in ctx.layers:
-            for parameter, value in zip((layer.weight, layer.bias), layer.parameter_gradients(a)):
-                if parameter is not None:
-                    key = id(parameter)
-                    gradients[key] = gradients[key] + value if key in gradients else value
+            layer.sink = sink
+        torch.autograd.grad(ctx.grad, ctx.seed, grad_tangent)  # the tangent pass: each layer collects its ∂L/∂θ
+        for layer in ctx.layers:
+            if layer.sink is not None:  # no tangent reached it
+                sink.collect(layer)
+        gradients = sink.by_parameter
         # ∂L/∂x = a·∇ₓf: the Hessian term vanishes for a piecewise-linear D (the cheap G step's formula)
         x_grad = a.to(grad.dtype).view(-1, *[1] * (grad.dim() - 1)) * grad if ctx.needs_input_grad[0] else None
         needed = ctx.needs_input_grad[3:]
