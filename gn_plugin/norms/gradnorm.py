@@ -34,6 +34,15 @@ def normalize_gradient(
         x = x.detach().requires_grad_(True)
     scores = raw_scores(discriminator, x, y)
     (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
+    normalized, _, _ = normalize_scores(scores, grad)
+    return (normalized, scores.to(normalized.dtype)) if return_raw else normalized
+
+
+def normalize_scores(scores: Tensor, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(f̂, ‖∇ₓf‖, denominator)`` from the raw scores f and their input gradient ∇ₓf.
+
+    The one place GN's formula is written; the exact cheap G and D steps use it too.
+    """
     # Norm and division in at least float32, so autocast (bf16/fp16) never weakens the bound.
     precision = torch.promote_types(scores.dtype, torch.float32)
     scores = scores.to(precision)
@@ -42,8 +51,7 @@ def normalize_gradient(
     # The authors use no epsilon. The denominator is 0 only where f = 0 and ∇f = 0, where f̂ = 0/1 = 0;
     # everywhere else this is bit-for-bit the authors' formula (tests/test_gradnorm.py checks both).
     safe_denominator = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-    normalized = scores / safe_denominator
-    return (normalized, scores) if return_raw else normalized
+    return scores / safe_denominator, grad_norm, safe_denominator
 
 
 class GradNorm(ScoreWrapper):

@@ -83,7 +83,7 @@ def keeps_on_device(choice: str, dataset: ImageDataset, device: torch.device, li
 
 
 def decode_all(
-    dataset: Dataset, num_workers: int, device: torch.device, batch_size: int = 256
+    dataset: ImageDataset, num_workers: int, device: torch.device, batch_size: int = 256
 ) -> tuple[Tensor, Tensor]:
     """Every item of ``dataset`` in index order: images [N, C, H, W] float32 and labels [N] int64 on ``device``.
 
@@ -91,7 +91,8 @@ def decode_all(
     into the device tensors (the host never holds the whole data set).
     """
     size = len(dataset)
-    images = torch.empty((size, *dataset[0][0].shape), dtype=torch.float32, device=device)
+    shape = (size, dataset.channels, dataset.resolution, dataset.resolution)  # the contract's, as decoded_bytes
+    images = torch.empty(shape, dtype=torch.float32, device=device)
     labels = torch.empty(size, dtype=torch.int64, device=device)
     start = 0
     for batch_images, batch_labels in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):

@@ -31,14 +31,7 @@ from torch.overrides import TorchFunctionMode
 
 from gn_plugin.errors import GnPluginError
 from gn_plugin.norms.base import raw_scores, unwrap
-
-
-def normalized_scores(scores: Tensor, grad: Tensor) -> Tensor:
-    """f / (‖∇ₓf‖ + |f|) from f and ∇ₓf, operation for operation as :func:`normalize_gradient` does it."""
-    precision = torch.promote_types(scores.dtype, torch.float32)
-    scores = scores.to(precision)
-    denominator = grad.flatten(1).to(precision).norm(p=2, dim=1) + scores.abs()
-    return scores / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+from gn_plugin.norms.gradnorm import normalize_scores
 
 
 @dataclass(eq=False)
@@ -183,14 +176,14 @@ class _PiecewiseLinearGradNormStep(torch.autograd.Function):
             raise GnPluginError(f"cheap D step: parameters outside Conv2d/Linear layers: {', '.join(missing)}")
         ctx.layers, ctx.grad, ctx.seed, ctx.parameters = recorder.layers, grad, seed, parameters
         ctx.save_for_backward(scores.detach(), grad.detach())
-        return normalized_scores(scores.detach(), grad.detach())
+        return normalize_scores(scores.detach(), grad.detach())[0]
 
     @staticmethod
     def backward(ctx, upstream: Tensor):
         scores, grad = ctx.saved_tensors
         with torch.enable_grad():  # ∂L/∂f and ∂L/∂(∇ₓf) through the same formula as the forward
             scores, grad = scores.requires_grad_(True), grad.requires_grad_(True)
-            a, grad_tangent = torch.autograd.grad(normalized_scores(scores, grad), (scores, grad), upstream)
+            a, grad_tangent = torch.autograd.grad(normalize_scores(scores, grad)[0], (scores, grad), upstream)
         sink = _ParameterGradients(a)
         for layer in ctx.layers:
             layer.sink = sink

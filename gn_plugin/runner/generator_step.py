@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from gn_plugin.errors import GnPluginError
 from gn_plugin.norms.base import raw_scores, unwrap
+from gn_plugin.norms.gradnorm import normalize_scores
 
 
 class _PiecewiseLinearGradNorm(torch.autograd.Function):
@@ -26,13 +27,9 @@ class _PiecewiseLinearGradNorm(torch.autograd.Function):
             x = images.detach().requires_grad_(True)
             scores = raw_scores(discriminator, x, labels)
             (grad,) = torch.autograd.grad(scores.sum(), x)
-        precision = torch.promote_types(scores.dtype, torch.float32)
-        scores = scores.detach().to(precision)
-        grad_norm = grad.flatten(1).to(precision).norm(dim=1)
-        denominator = grad_norm + scores.abs()
-        safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-        ctx.save_for_backward(grad, grad_norm / safe**2)
-        return scores / safe
+        normalized, grad_norm, denominator = normalize_scores(scores.detach(), grad)
+        ctx.save_for_backward(grad, grad_norm / denominator**2)
+        return normalized
 
     @staticmethod
     def backward(ctx, upstream: Tensor):
