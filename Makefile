@@ -27,7 +27,7 @@ docs: install
 # then the CUDA-only tests. GPU_PYTHON is a Python with torch and this package installed.
 GPU_PYTHON ?= $(PYTHON)
 gpu-check:
-	$(GPU_PYTHON) -m gn_plugin.runner.perf --device cuda --write-docs docs/performance.md --json docs/results/perf-cuda.json
+	$(GPU_PYTHON) -m gn_plugin.experiments.perf --device cuda --write-docs docs/performance.md --json docs/results/perf-cuda.json
 	$(GPU_PYTHON) -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py
 
 clean:

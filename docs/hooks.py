@@ -118,13 +118,13 @@ def schema_sections(schema: dict[str, Any], defaults: dict[str, Any], title: str
 
 
 def config_reference() -> str:
-    from gn_plugin.runner.config import Config
+    from gn_plugin.config import Config
 
     return schema_sections(Config.model_json_schema(), flatten(Config().to_dict()), "Components")
 
 
 def bench_spec_reference() -> str:
-    from gn_plugin.runner.bench import BenchSpec
+    from gn_plugin.experiments.spec import BenchSpec
 
     placeholder = BenchSpec(name="x", base="x")
     return schema_sections(BenchSpec.model_json_schema(), flatten(placeholder.model_dump(mode="json")), "Spec keys")
@@ -135,7 +135,7 @@ def cli_reference() -> str:
     """``gnbench --help`` and every subcommand's ``--help``, as argparse prints them."""
     import argparse
 
-    from gn_plugin.runner.cli import build_parser
+    from gn_plugin.cli import build_parser
 
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal width
     parser = build_parser()
@@ -189,6 +189,7 @@ CONTRACTS = {
     "Regularizers": "gn_plugin.regularizers.base",
     "Models": "gn_plugin.models.base",
     "Data sets": "gn_plugin.data.base",
+    "Metrics": "gn_plugin.metrics.base",
 }
 
 
@@ -214,7 +215,7 @@ def header_comment(path: Path) -> str:
 
 def recipes() -> str:
     """Every recipe folder: what its runs share, then one row per method with the exact command."""
-    from gn_plugin.runner.config import load_config
+    from gn_plugin.config import load_config
 
     sections = []
     for shared in sorted(ROOT.glob("yaml_configs/**/_recipe.yaml")):

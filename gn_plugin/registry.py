@@ -1,6 +1,6 @@
 """Component registry: names are the public interface, entry points are the plugin mechanism.
 
-Every component kind (norms, losses, regularizers, models, datasets) is an entry-point group.
+Every component kind (norms, losses, regularizers, models, datasets, metrics) is an entry-point group.
 The built-in components are declared in this project's own ``pyproject.toml`` exactly the way a
 third-party package declares its own, so a plugin needs one line in its pyproject and no edit here::
 
@@ -42,6 +42,7 @@ KINDS: dict[str, str] = {
     "regularizer": "gn_plugin.regularizers",
     "model": "gn_plugin.models",
     "dataset": "gn_plugin.datasets",
+    "metric": "gn_plugin.metrics",
 }
 
 T = TypeVar("T")
@@ -176,7 +177,7 @@ _REGISTRIES: dict[str, Registry] = {kind: Registry(kind, group) for kind, group 
 
 
 def registry(kind: str) -> Registry:
-    """The registry of one component kind: ``norm``, ``loss``, ``regularizer``, ``model`` or ``dataset``."""
+    """The registry of one component kind: ``norm``, ``loss``, ``regularizer``, ``model``, ``dataset`` or ``metric``."""
     try:
         return _REGISTRIES[kind]
     except KeyError:

@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from gn_plugin import GnPluginError
-from gn_plugin.runner import bench, report
-from gn_plugin.runner.cli import main
-from gn_plugin.runner.config import config_from_dict, load_config, save_config
+from gn_plugin.cli import main
+from gn_plugin.config import config_from_dict, load_config, save_config
+from gn_plugin.experiments import bench, invocations, report
+from gn_plugin.experiments import spec as bench_spec
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "yaml_configs" / "digits"
@@ -46,7 +47,7 @@ def flatten(data, prefix=""):
 
 def differing_keys(a, b) -> set[str]:
     fa, fb = flatten(a.config.to_dict()), flatten(b.config.to_dict())
-    return {key.split(".")[0] if key.split(".")[0] in bench.COMPONENT_KEYS else key
+    return {key.split(".")[0] if key.split(".")[0] in bench_spec.COMPONENT_KEYS else key
             for key in set(fa) | set(fb) if fa.get(key) != fb.get(key)}
 
 
@@ -62,7 +63,7 @@ def test_expansion_shares_everything_but_the_varied_keys(tmp_path):
         grid={"model.options.depth": [1, 2]},
         seeds=[0, 1],
     )
-    cells = bench.expand(bench.load_spec(path), path, tmp_path / "out")
+    cells = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
     assert len(cells) == 3 * 2 * 2
     assert len({c.id for c in cells}) == len(cells)
     assert all(c.config.train.steps == 4 for c in cells)  # `set` reaches every cell
@@ -74,7 +75,7 @@ def test_expansion_shares_everything_but_the_varied_keys(tmp_path):
             if a.variant != b.variant:
                 allowed.add("model.options.depth")
             if a.method != b.method:
-                allowed |= set(bench.COMPONENT_KEYS)
+                allowed |= set(bench_spec.COMPONENT_KEYS)
             assert differing_keys(a, b) <= allowed, (a.id, b.id)
     assert {c.config.train.seed for c in cells} == {0, 1}
     assert [c.seed for c in cells[:6]] == [0] * 6  # seed-major: every method's first seed runs first
@@ -89,14 +90,14 @@ def test_method_components_replace_the_base_wholesale(tmp_path):
     base.write_text(f"base: {RECIPES / '_recipe.yaml'}\nnorm: {{name: gn-cr, consistency_weight: 3.0}}\n")
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"name": "t", "base": "base.yaml", "methods": {"sn": {"norm": "sn"}, "cr": {}}}, sort_keys=False))
-    sn, cr = bench.expand(bench.load_spec(path), path, tmp_path)
+    sn, cr = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path)
     assert (sn.config.norm.name, sn.config.norm.options) == ("sn", {})
     assert cr.config.norm.options == {"consistency_weight": 3.0}
 
 
 def test_grid_alone_gives_a_cross_product_of_components(tmp_path):
     path = write_spec(tmp_path, grid={"norm": ["gn", "sn"], "loss": ["hinge", "ns"]})
-    cells = bench.expand(bench.load_spec(path), path, tmp_path)
+    cells = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path)
     assert sorted((c.config.norm.name, c.config.loss.name) for c in cells) == [
         ("gn", "hinge"), ("gn", "ns"), ("sn", "hinge"), ("sn", "ns")
     ]
@@ -116,14 +117,14 @@ def test_grid_alone_gives_a_cross_product_of_components(tmp_path):
 def test_bad_specs_are_one_line_errors_naming_the_key(tmp_path, fields, expected):
     path = write_spec(tmp_path, **fields)
     with pytest.raises(GnPluginError) as error:
-        bench.expand(bench.load_spec(path), path, tmp_path)
+        bench_spec.expand(bench_spec.load_spec(path), path, tmp_path)
     assert expected in str(error.value) and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("spec", sorted((REPO / "yaml_configs" / "bench").glob("*.yaml")), ids=lambda p: p.stem)
 def test_the_shipped_specs_expand_to_valid_configs(spec, tmp_path):
-    loaded = bench.load_spec(spec)
-    cells = bench.expand(loaded, spec, tmp_path)
+    loaded = bench_spec.load_spec(spec)
+    cells = bench_spec.expand(loaded, spec, tmp_path)
     assert len(cells) == len(loaded.seeds) * max(1, len(loaded.methods)) * len(list(itertools.product(*loaded.grid.values())))
 
 
@@ -134,11 +135,11 @@ def test_cli_reports_a_missing_spec_in_one_line(capsys):
 
 def test_a_finished_run_with_another_config_is_refused(tmp_path):
     path = write_spec(tmp_path, methods={"gn": {"norm": "gn"}})
-    (cell,) = bench.expand(bench.load_spec(path), path, tmp_path / "out")
+    (cell,) = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
     cell.run_dir.mkdir(parents=True)
     save_config(config_from_dict({**cell.config.to_dict(), "train": {**cell.config.to_dict()["train"], "steps": 9}}), cell.files.config)
     with pytest.raises(GnPluginError, match=r"was run with train.steps=9 but the spec now gives 4"):
-        bench.prepare(path, tmp_path / "out", None)
+        bench_spec.prepare(path, tmp_path / "out", None)
 
 
 def test_each_parallel_job_gets_its_gpu_or_its_share_of_the_cpu(monkeypatch):
@@ -175,7 +176,7 @@ def test_aggregate_gives_mean_and_sample_std_over_seeds():
     assert "- Mean final FID: gn (4.00) < sn (5.00)." in notes
 
 
-def fabricate_run(cell: bench.Cell, fids: dict[int, float], speeds: list[float]) -> None:
+def fabricate_run(cell: bench_spec.Cell, fids: dict[int, float], speeds: list[float]) -> None:
     """A finished run directory: EMA and raw evaluations, a summary and logged speeds."""
     files = cell.files
     cell.run_dir.mkdir(parents=True)
@@ -191,7 +192,7 @@ def fabricate_run(cell: bench.Cell, fids: dict[int, float], speeds: list[float])
 
 def test_rows_pick_the_best_and_final_evaluation_of_the_reported_generator(tmp_path):
     path = write_spec(tmp_path, methods={"gn": {"norm": "gn"}}, seeds=[0, 1])
-    first, second = bench.expand(bench.load_spec(path), path, tmp_path / "out")
+    first, second = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
     fabricate_run(first, {2: 5.0, 4: 3.0, 6: 4.0}, [10.0, 1.0, 30.0])
     row = report.run_row(first, ["fid", "kid", "is"])
     assert row["status"] == "finished" and row["generator"] == "ema"
@@ -217,7 +218,7 @@ def finished_bench(tmp_path_factory):
 
 def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     path, out, written, lines = finished_bench
-    cells = bench.expand(bench.load_spec(path), path, out)
+    cells = bench_spec.expand(bench_spec.load_spec(path), path, out)
     assert all(cell.finished for cell in cells), lines
     assert {p.name for p in written} >= {"results.csv", "results.md", "curves.png", "samples.png", "tiny.md"}
     assert all(p.stat().st_size > 0 for p in written)
@@ -227,9 +228,9 @@ def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     markdown = (out / "results.md").read_text()
     for text in ("| gn | 2 |", "| none | 2 |", "real-vs-real floor", "EMA"):
         assert text in markdown
-    page = Path(bench.load_spec(path).docs)
+    page = Path(bench_spec.load_spec(path).docs)
     assert "| gn | 2 |" in page.read_text() and (page.parent / "tiny" / "curves.png").is_file()
-    (record,) = bench.read_invocations(out)
+    (record,) = invocations.read_invocations(out)
     assert (record["executed"], record["skipped"], record["jobs"]) == (4, 0, 2)
 
 
@@ -241,7 +242,7 @@ def test_a_second_invocation_skips_finished_cells(finished_bench):
     bench.run_benchmark(path, jobs=2, out=out, log=lines.append)
     assert lines[0] == f"4 runs in {out}: 4 finished, 0 to run, 2 at a time"
     assert [p.stat().st_mtime_ns for p in summaries] == stamps
-    assert len(bench.read_invocations(out)) == 1  # nothing ran, nothing recorded
+    assert len(invocations.read_invocations(out)) == 1  # nothing ran, nothing recorded
 
 
 def test_print_commands_prints_runnable_train_commands(finished_bench, capsys, tmp_path):
@@ -252,5 +253,5 @@ def test_print_commands_prints_runnable_train_commands(finished_bench, capsys, t
     assert len(commands) == 4 and all(c[:2] == ["gnbench", "train"] for c in commands)
     assert not list(out.glob("runs/*"))  # printing ran nothing
     assert main(commands[0][1:]) == 0
-    (cell,) = [c for c in bench.expand(bench.load_spec(path), path, out) if c.finished]
+    (cell,) = [c for c in bench_spec.expand(bench_spec.load_spec(path), path, out) if c.finished]
     assert load_config(cell.files.config).to_dict() == cell.config.to_dict()

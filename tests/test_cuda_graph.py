@@ -15,11 +15,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from gn_plugin.errors import GnPluginError
-from gn_plugin.runner.cuda_graph import check_cuda_graph, make_capturable
-from gn_plugin.runner.distributed import ProcessGroup
-from gn_plugin.runner.run_files import RunFiles
-from gn_plugin.runner.smoke import RECIPES, smoke_config, write_stand_in_inception
-from gn_plugin.runner.train import setup, train, train_iteration
+from gn_plugin.experiments.smoke import RECIPES, smoke_config, write_stand_in_inception
+from gn_plugin.training.build import setup
+from gn_plugin.training.cuda_graph import check_cuda_graph, make_capturable
+from gn_plugin.training.distributed import ProcessGroup
+from gn_plugin.training.loop import train, train_iteration
+from gn_plugin.training.run_dir import RunFiles
 
 aten = torch.ops.aten
 #: ops that need a value on the host (a device sync on CUDA) or whose output shape depends on values

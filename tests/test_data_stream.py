@@ -11,10 +11,10 @@ from PIL import Image
 
 import gn_plugin
 from gn_plugin import GnPluginError
+from gn_plugin.config import config_from_dict
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.data.torchvision_sets import TorchvisionImages
-from gn_plugin.runner.config import config_from_dict
-from gn_plugin.runner.data_stream import BatchStream, decode_all, keeps_on_device
+from gn_plugin.training.data_stream import BatchStream, decode_all, keeps_on_device
 
 CPU = torch.device("cpu")
 

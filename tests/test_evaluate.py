@@ -13,23 +13,28 @@ from cleanfid.resize import build_resizer
 
 import gn_plugin
 from gn_plugin import GnPluginError
+from gn_plugin.config import EvalConfig, config_from_dict
 from gn_plugin.data.base import ImageDataset
-from gn_plugin.runner import evaluate as evaluate_module
-from gn_plugin.runner.smoke import write_stand_in_inception
-from gn_plugin.runner.digits_classifier import DIGITS_CLASSIFIER_PATH, DigitsClassifier, accuracy, digits_tensors
-from gn_plugin.runner.config import config_from_dict
-from gn_plugin.runner.evaluate import EvalOptions, Evaluator, build_evaluator
-from gn_plugin.runner.feature_extractors import InceptionExtractor, clean_resize, to_uint8
-from gn_plugin.runner.metrics import (
+from gn_plugin.evaluation import evaluator as evaluator_module
+from gn_plugin.evaluation import reference as reference_module
+from gn_plugin.evaluation.digits_classifier import (
+    DIGITS_CLASSIFIER_PATH,
+    DigitsClassifier,
+    accuracy,
+    digits_tensors,
+)
+from gn_plugin.evaluation.evaluator import Evaluator
+from gn_plugin.evaluation.features import InceptionExtractor, clean_resize, to_uint8
+from gn_plugin.experiments.smoke import write_stand_in_inception
+from gn_plugin.metrics.base import (
     FeatureSet,
     ReferenceStats,
     compute_metrics,
     get_metric,
     higher_is_better,
-    inception_score,
     list_metrics,
-    metric,
 )
+from gn_plugin.metrics.classifier import inception_score
 
 # ---------------------------------------------------------------------------------------------
 # Metric functions
@@ -149,7 +154,7 @@ def test_metric_registry_lists_computes_and_rejects():
     with pytest.raises(GnPluginError, match="unknown metric 'fdi'; did you mean 'fid'"):
         get_metric("fdi")
     with pytest.raises(GnPluginError, match="already registered"):
-        metric("fid")(lambda generated, reference: {})
+        gn_plugin.register("metric", "fid")(lambda generated, reference: {})
     assert [higher_is_better(name) for name in ("fid", "kid", "is", "coverage")] == [False, False, True, True]
     features = np.random.default_rng(0).normal(size=(50, 3))
     both = compute_metrics(["fid", "coverage"], only_features(features), ReferenceStats.from_features(features))
@@ -172,7 +177,7 @@ def digits_test():
 
 @pytest.fixture(scope="module")
 def digits_evaluator(digits_train, digits_test, tmp_path_factory):
-    options = EvalOptions(
+    options = EvalConfig(
         num_samples=360, batch_size=128, metrics=["fid", "kid", "is", "coverage"],
         cache_dir=str(tmp_path_factory.mktemp("cache")),
     )
@@ -224,24 +229,24 @@ def test_collapsed_generator_covers_one_class(digits_evaluator, digits_floor, di
 
 def test_run_config_eval_section_becomes_the_evaluator_options(digits_train, tmp_path):
     config = config_from_dict({"eval": {"num_samples": 100, "metrics": ["fid", "coverage"], "cache_dir": str(tmp_path)}})
-    evaluator = build_evaluator(config, digits_train, torch.device("cpu"))
-    assert evaluator.options == EvalOptions(
-        num_samples=100, batch_size=500, metrics=["fid", "coverage"], cache_dir=str(tmp_path), device="cpu"
-    )
+    evaluator = Evaluator(digits_train, config.eval, torch.device("cpu"))
+    assert evaluator.settings == EvalConfig(
+        num_samples=100, batch_size=500, metrics=["fid", "coverage"], cache_dir=str(tmp_path)
+    ) and evaluator.device == "cpu"
     assert evaluator.extractor.name.startswith("digits-") and len(list(tmp_path.glob("digits-*.npz"))) == 1
 
 
 def test_floor_without_held_out_split_scores_one_half_against_the_other(digits_train, tmp_path, monkeypatch):
-    options = EvalOptions(num_samples=400, batch_size=256, metrics=["fid"], cache_dir=str(tmp_path))
+    options = EvalConfig(num_samples=400, batch_size=256, metrics=["fid"], cache_dir=str(tmp_path))
     evaluator = Evaluator(digits_train, options)
     extracted = []
-    original = evaluate_module.dataset_batches
+    original = evaluator_module.dataset_batches
 
     def recording_batches(dataset, batch_size):
         extracted.append(list(dataset.indices))
         return original(dataset, batch_size)
 
-    monkeypatch.setattr(evaluate_module, "dataset_batches", recording_batches)
+    monkeypatch.setattr(evaluator_module, "dataset_batches", recording_batches)
     floor = evaluator.floor()
     reference_half, scored = extracted
     assert len(reference_half) == len(digits_train) // 2 and len(scored) == 400  # capped at num_samples
@@ -258,10 +263,10 @@ def stand_in_path(tmp_path_factory) -> str:
     return str(write_stand_in_inception(tmp_path_factory.mktemp("weights") / "inception-2015-12-05.pt"))
 
 
-def inception_options(stand_in_path: str, cache_dir: Path, **overrides) -> EvalOptions:
+def inception_options(stand_in_path: str, cache_dir: Path, **overrides) -> EvalConfig:
     settings = dict(num_samples=64, batch_size=32, metrics=["fid", "kid", "is"],
                     inception_path=stand_in_path, cache_dir=str(cache_dir))
-    return EvalOptions(**{**settings, **overrides})
+    return EvalConfig(**{**settings, **overrides})
 
 
 def test_one_pass_gives_what_the_two_torchscript_calls_give(stand_in_path):
@@ -280,7 +285,7 @@ def test_inception_evaluator_on_fake_data_scores_and_caches_its_reference(stand_
     dataset = gn_plugin.create("dataset", "fake", size=96, resolution=16)
     options = inception_options(stand_in_path, tmp_path / "cache")
     evaluator = Evaluator(dataset, options)
-    cached = list((tmp_path / "cache").glob("fake-train-16px-inception-*.npz"))
+    cached = list((tmp_path / "cache").glob("fake-16px-inception-*.npz"))
     assert len(cached) == 1
 
     held_out = gn_plugin.create("dataset", "fake", size=64, resolution=16, split="test")
@@ -347,7 +352,7 @@ def test_cleanfid_reference_statistics_are_used_when_the_dataset_names_them(stan
         calls.append((name, res, mode, split, metric))
         return features if metric == "KID" else (features.mean(axis=0), np.cov(features, rowvar=False))
 
-    monkeypatch.setattr(evaluate_module, "get_reference_statistics", precomputed)
+    monkeypatch.setattr(reference_module, "get_reference_statistics", precomputed)
     fid_only = Evaluator(CleanFidBacked(), inception_options(stand_in_path, tmp_path, metrics=["fid"]))
     assert calls == [("cifar10", 32, "clean", "train", "FID")] and fid_only.reference.features is None
     with_kid = Evaluator(CleanFidBacked(), inception_options(stand_in_path, tmp_path, metrics=["fid", "kid"]))
@@ -358,7 +363,7 @@ def test_cleanfid_reference_statistics_are_used_when_the_dataset_names_them(stan
     def offline(*args, **kwargs):
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(evaluate_module, "get_reference_statistics", offline)
+    monkeypatch.setattr(reference_module, "get_reference_statistics", offline)
     with pytest.raises(GnPluginError, match=r"^clean-fid reference statistics for cifar10 32px split 'train'.*unreachable"):
         Evaluator(CleanFidBacked(), inception_options(stand_in_path, tmp_path))
 
@@ -366,4 +371,7 @@ def test_cleanfid_reference_statistics_are_used_when_the_dataset_names_them(stan
 def test_unknown_metric_fails_before_any_work(tmp_path):
     dataset = gn_plugin.create("dataset", "fake", size=8, resolution=8)
     with pytest.raises(GnPluginError, match="unknown metric 'fdi'"):
-        Evaluator(dataset, EvalOptions(metrics=["fid", "fdi"], inception_path=str(tmp_path / "absent.pt")))
+        # settings built without validation: the evaluator checks the names itself, before any work
+        settings = EvalConfig.model_construct(**{**EvalConfig().model_dump(), "metrics": ["fid", "fdi"],
+                                                 "inception_path": str(tmp_path / "absent.pt")})
+        Evaluator(dataset, settings)

@@ -14,11 +14,15 @@ import torch
 from torch import nn
 
 from gn_plugin import GnPluginError
+from gn_plugin.cli import main
+from gn_plugin.config import load_config
 from gn_plugin.losses import NonSaturatingLoss
 from gn_plugin.registry import KINDS, create, registry
-from gn_plugin.runner.cli import main
-from gn_plugin.runner.config import load_config
-from gn_plugin.runner.train import train
+from gn_plugin.training.build import setup
+from gn_plugin.training.distributed import ProcessGroup
+from gn_plugin.training.loop import train
+from gn_plugin.training.run_dir import RunFiles
+from gn_plugin.training.steps import discriminator_step
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gn-plugin-gran"
 
@@ -87,3 +91,30 @@ def test_fgan_js_is_the_original_gan_up_to_a_constant(installed):
     torch.testing.assert_close(js.d_loss(real, fake), ns.d_loss(real, fake) - 2 * math.log(2))
     with pytest.raises(GnPluginError, match="unknown divergence 'x'"):
         create("loss", "fgan", divergence="x")
+
+
+def test_gran_declares_per_sample_scores_so_its_cr_views_join_the_fused_pass(installed, tmp_path):
+    """GraN's fused D pass (real, fake and CR's view scored at once) gives the separate passes' numbers."""
+    results = {}
+    for fused in (True, False):
+        config = load_config(EXAMPLE / "digits-gran.yaml", [
+            "regularizers=[{name: cr, weight: 5.0}]", f"train.fuse_consistency={str(fused).lower()}",
+            "train.batch_size_d=16", "train.device=cpu",
+        ])
+        t = setup(config, RunFiles(tmp_path / "run", writer=False), ProcessGroup())
+        assert t.fused_views is fused
+        images, labels = next(t.stream)
+        torch.manual_seed(3)  # the same fakes and augmentations in both
+        step = discriminator_step(t, images, labels)
+        results[fused] = (step.losses, [p.detach().clone() for p in t.discriminator.parameters()])
+    (fused_losses, fused_weights), (separate_losses, separate_weights) = results[True], results[False]
+    assert fused_losses.keys() == separate_losses.keys() and "loss/cr" in fused_losses
+    for name in fused_losses:
+        assert torch.equal(fused_losses[name], separate_losses[name]), name  # per-sample scores: bit-identical
+    for a, b in zip(fused_weights, separate_weights):  # after one Adam step; batch sums differ only in order
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_spectral_norm_does_not_claim_per_sample_scores(tmp_path):
+    config = load_config(EXAMPLE / "digits-gran.yaml", ["norm=sn", "regularizers=[{name: cr, weight: 5.0}]", "train.device=cpu"])
+    assert not setup(config, RunFiles(tmp_path / "run", writer=False), ProcessGroup()).fused_views

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gn_plugin import GnPluginError
-from gn_plugin.runner import lipschitz
+from gn_plugin.experiments import lipschitz
 
 RECIPE = Path(__file__).resolve().parents[1] / "yaml_configs" / "digits" / "_recipe.yaml"
 TINY = {

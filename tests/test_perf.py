@@ -13,15 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from gn_plugin import create
+from gn_plugin.cli import main
 from gn_plugin.errors import GnPluginError
+from gn_plugin.experiments import perf
+from gn_plugin.experiments.perf import CUDA_ONLY_GROUPS, GROUPS, TensorMemory
+from gn_plugin.experiments.smoke import RECIPES, smoke_config, write_stand_in_inception
 from gn_plugin.norms.gradnorm import normalize_gradient
-from gn_plugin.runner.cli import main
-from gn_plugin.runner.data_stream import DeviceBatchIndices, batch_indices
-from gn_plugin.runner import perf
-from gn_plugin.runner.perf import CUDA_ONLY_GROUPS, GROUPS, TensorMemory
-from gn_plugin.runner.run_files import RunFiles
-from gn_plugin.runner.smoke import RECIPES, smoke_config, write_stand_in_inception
-from gn_plugin.runner.train import float32_precision, train
+from gn_plugin.training.data_stream import DeviceBatchIndices, batch_indices
+from gn_plugin.training.loop import train
+from gn_plugin.training.run_dir import RunFiles
+from gn_plugin.training.steps import float32_precision
 
 
 def scaled_discriminator(model: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:

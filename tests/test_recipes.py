@@ -6,10 +6,15 @@ import math
 
 import pytest
 
-from gn_plugin.runner.config import load_config
-from gn_plugin.runner.run_files import RunFiles
-from gn_plugin.runner.smoke import RECIPES, shipped_recipes, smoke_config, write_stand_in_inception
-from gn_plugin.runner.train import train
+from gn_plugin.config import load_config
+from gn_plugin.experiments.smoke import (
+    RECIPES,
+    shipped_recipes,
+    smoke_config,
+    write_stand_in_inception,
+)
+from gn_plugin.training.loop import train
+from gn_plugin.training.run_dir import RunFiles
 
 METHODS = {"gn", "gn-cr", "sn", "wgan-gp", "none"}
 

@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from gn_plugin.cli import main
+from gn_plugin.config import load_config
 from gn_plugin.registry import register, registry
-from gn_plugin.runner import checkpoint
-from gn_plugin.runner.cli import main
-from gn_plugin.runner.config import load_config
-from gn_plugin.runner.run_files import RunFiles
-from gn_plugin.runner.train import TrainingDiverged, train
+from gn_plugin.training import checkpoint
+from gn_plugin.training.loop import train
+from gn_plugin.training.run_dir import RunFiles
+from gn_plugin.training.state import TrainingDiverged
 
 DIGITS = Path(__file__).resolve().parents[1] / "yaml_configs" / "digits"
-GNBENCH = [sys.executable, "-m", "gn_plugin.runner.cli"]
+GNBENCH = [sys.executable, "-m", "gn_plugin.cli"]
 
 
 def quick(method: str = "gn", *extra: str, steps: int = 20):
@@ -187,7 +188,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-                "--master_addr=127.0.0.1", "-m", "gn_plugin.runner.cli"]
+                "--master_addr=127.0.0.1", "-m", "gn_plugin.cli"]
     double = subprocess.run([*launcher, "train", str(config_path), "--out", str(tmp_path / "two"), "--no-progress", *overrides],
                             capture_output=True, text=True, env=env)
     assert double.returncode == 0, double.stderr[-3000:]

@@ -13,6 +13,12 @@ import torch
 from torch import Tensor, nn
 
 from gn_plugin.norms.base import ScoreWrapper, raw_scores, require_per_sample
+from gn_plugin.norms.gradnorm_exact import (
+    cheap_discriminator_scores,
+    cheap_generator_scores,
+    is_piecewise_linear,
+    supports_cheap_discriminator_step,
+)
 from gn_plugin.regularizers.consistency import ConsistencyRegularizer
 
 
@@ -41,7 +47,7 @@ def normalize_gradient(
 def normalize_scores(scores: Tensor, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(f̂, ‖∇ₓf‖, denominator)`` from the raw scores f and their input gradient ∇ₓf.
 
-    The one place GN's formula is written; the exact cheap G and D steps use it too.
+    The one place GN's formula is written; the exact cheap G and D steps are handed it too.
     """
     # Norm and division in at least float32, so autocast (bf16/fp16) never weakens the bound.
     precision = torch.promote_types(scores.dtype, torch.float32)
@@ -55,10 +61,13 @@ def normalize_scores(scores: Tensor, grad: Tensor) -> tuple[Tensor, Tensor, Tens
 
 
 class GradNorm(ScoreWrapper):
-    """Discriminator wrapper whose ``forward(x, y=None)`` returns the gradient-normalised score f̂."""
+    """Discriminator wrapper whose ``forward(x, y=None)`` returns the gradient-normalised score f̂.
 
-    #: the G step may rescale ∇ₓf instead of double backprop when D is piecewise linear
-    piecewise_linear_generator_step = True
+    Declares the capabilities of :mod:`gn_plugin.norms.base`: per-sample scores, and exact cheap G and
+    D steps where the wrapped discriminator is piecewise linear.
+    """
+
+    per_sample_scores = True
 
     def __init__(self, discriminator: nn.Module) -> None:
         require_per_sample(discriminator, "gn")
@@ -67,9 +76,21 @@ class GradNorm(ScoreWrapper):
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return normalize_gradient(self.discriminator, x, y)  # type: ignore[return-value]
 
-    def scores_with_raw(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(f̂, f)`` from one forward pass, for logging both."""
-        return normalize_gradient(self.discriminator, x, y, return_raw=True)  # type: ignore[return-value]
+    def cheap_generator_scores(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """f̂ for the G step without double backprop (exact for a piecewise-linear D)."""
+        return cheap_generator_scores(self.discriminator, x, y, normalize_scores)
+
+    def cheap_discriminator_scores(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """f̂ for the D step in four passes instead of six (exact for a piecewise-linear D)."""
+        return cheap_discriminator_scores(self.discriminator, x, y, normalize_scores)
+
+    def cheap_step_problem(self, step: str) -> str | None:
+        """Why a cheap step would not be exact for the wrapped discriminator, or None."""
+        if step == "generator" and not is_piecewise_linear(self.discriminator):
+            return "the discriminator is not piecewise linear, so the cheap step would be wrong"
+        if step == "discriminator" and not supports_cheap_discriminator_step(self.discriminator):
+            return "the discriminator is not piecewise linear with every parameter in a Conv2d or Linear layer"
+        return None
 
 
 def gradient_norm(discriminator: nn.Module) -> GradNorm:

@@ -8,6 +8,11 @@ The object is called once per D step, and the runner adds its value to the D los
 
 ``discriminator`` is the norm's wrapper (the score the loss sees); ``real_scores`` are the wrapper's
 scores of ``real`` from the D step, with their graph, for regularizers that can reuse them.
+
+A regularizer that penalises the scores of an augmented view of the real batch may also declare
+``augment(real) -> Tensor`` and ``from_scores(real_scores, view_scores) -> Tensor`` (the same value as
+a call). When the norm declares ``per_sample_scores`` and every regularizer of the run has both, the
+D step scores the views in its one pass over real and fake images (``train.fuse_consistency``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ class Regularizer(Protocol):
         fake_labels: Tensor | None = None,
         real_scores: Tensor | None = None,
     ) -> Tensor: ...
+
+
+def scores_views(regularizer: object) -> bool:
+    """Whether ``regularizer`` declares ``augment`` and ``from_scores`` (it can join a fused D pass)."""
+    return callable(getattr(regularizer, "augment", None)) and callable(getattr(regularizer, "from_scores", None))
 
 
 def input_gradient_norms(discriminator: nn.Module, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:

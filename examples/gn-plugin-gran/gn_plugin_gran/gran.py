@@ -22,6 +22,10 @@ from gn_plugin.norms.base import ScoreWrapper, raw_scores, require_per_sample
 class GraN(ScoreWrapper):
     """Discriminator wrapper whose ``forward(x, y=None)`` returns GraN's score ĝ, shape ``[B]``."""
 
+    #: ĝ of a sample depends on that sample alone and scoring changes no state, so the runner may
+    #: score real, fake and augmented views in one pass (a capability of gn_plugin.norms.base)
+    per_sample_scores = True
+
     def __init__(self, discriminator: nn.Module, lipschitz: float = 1.0, eps: float = 1e-8) -> None:
         require_per_sample(discriminator, "gran")  # per-sample gradients come from the batch sum
         super().__init__(discriminator)

@@ -1,0 +1,357 @@
+"""Run configuration: StudioGAN-style YAML, ``base:`` inheritance, ``--set`` overrides, a validated schema.
+
+A config names its components (``norm``, ``loss``, ``regularizers``, ``model.name``, ``data.name``);
+the runner reaches them only through the registry, so ``norm: gn`` versus ``norm: sn`` is the whole
+difference between two runs. Validation (pydantic) rejects unknown keys, wrong types, out-of-range
+values and unknown component names with one line naming the key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gn_plugin.errors import GnPluginError
+from gn_plugin.registry import registry
+
+__all__ = [
+    "RECIPES", "Config", "ComponentSpec", "EvalConfig", "load_config", "parse_overrides", "config_from_dict", "save_config",
+]
+
+#: the shipped recipes and benchmark specs (package data; ``yaml_configs/`` in a checkout points here)
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def _switch_from_yaml(value: Any) -> Any:
+    # YAML 1.1 reads unquoted on/off (and yes/no) as booleans; they mean the switch's "on"/"off".
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+#: a three-way switch: ``auto`` (where it applies), ``on`` (required: an error where it cannot apply), ``off``
+Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_switch_from_yaml)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ComponentSpec(Strict):
+    """A registered component: ``name`` plus the options passed to its factory.
+
+    In YAML either a bare name (``norm: gn``) or a mapping (``norm: {name: gn-cr, consistency_weight: 5}``).
+    """
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name_or_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "options" not in value:
+            options = {k: v for k, v in value.items() if k != "name"}
+            return {"name": value.get("name"), "options": options}
+        return value
+
+    def to_yaml(self) -> str | dict[str, Any]:
+        return self.name if not self.options else {"name": self.name, **self.options}
+
+
+def _known(kind: str, name: str) -> str:
+    """``name`` if registered (imports nothing); else the registry's "unknown ... did you mean" line."""
+    if name not in registry(kind).names():
+        try:
+            registry(kind).get(name)
+        except GnPluginError as exc:
+            raise ValueError(str(exc)) from None
+    return name
+
+
+class ModelConfig(Strict):
+    name: str = Field("mlp", description="registered model (G and D pair)")
+    z_dim: int = Field(128, gt=0, description="latent size; z ~ N(0, I)")
+    width: float = Field(1.0, gt=0, description="multiplier of every channel count (narrow models for CPU runs)")
+    conditional: bool = Field(False, description="class-conditional G and D (needs a labelled data set)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="extra options of the model factory (e.g. depth, activation for mlp)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        return _known("model", name)
+
+
+class DataConfig(Strict):
+    name: str = Field("digits", description="registered data set")
+    root: str = Field("data", description="where the data set lives or is downloaded to")
+    resolution: int | None = Field(None, gt=0, description="image size; null = the model's resolution")
+    hflip: bool = Field(True, description="random horizontal flip of real images, batched on the device")
+    num_workers: int = Field(
+        2, ge=0, description="data loader workers for data sets read from disk (also decoding them for on_device)"
+    )
+    on_device: Switch = Field(
+        "auto",
+        description="on: decode a data set read from disk once at start-up into float32 tensors on the training "
+        "device and index batches there (same batches, no loader per step); off: a DataLoader each step; "
+        "auto: on for a CUDA device when the decoded set fits on_device_limit_mib. "
+        "In-memory data sets (digits, fake) are always on the device",
+    )
+    on_device_limit_mib: int = Field(
+        4096, gt=0,
+        description="on_device auto: the most MiB the decoded images (N × C × R × R × 4 bytes) and labels may take",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="extra options of the data set factory")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        return _known("dataset", name)
+
+
+class EmaConfig(Strict):
+    decay: float = Field(0.9999, ge=0, lt=1, description="decay of the EMA of G's weights")
+    start: int = Field(0, ge=0, description="steps before which the EMA copies G")
+
+
+class TrainConfig(Strict):
+    steps: int = Field(1000, gt=0, description="generator steps")
+    n_dis: int = Field(1, gt=0, description="discriminator steps per generator step")
+    batch_size_d: int = Field(64, gt=0, description="real and fake images per D step (global, over all processes)")
+    batch_size_g: int = Field(128, gt=0, description="fake images per G step")
+    lr_d: float = Field(2e-4, gt=0, description="Adam learning rate of D")
+    lr_g: float = Field(2e-4, gt=0, description="Adam learning rate of G")
+    betas: tuple[float, float] = Field((0.0, 0.9), description="Adam betas of both optimisers")
+    lr_decay: Literal["none", "linear"] = Field(
+        "none", description="linear: both learning rates fall to 0 at the last step"
+    )
+    ema: EmaConfig = Field(default_factory=EmaConfig, description="exponential moving average of G's weights")
+    seed: int = Field(0, description="seed of weights, data order and every z")
+    device: str = Field("auto", description="auto (GPU when there is one), cpu, cuda, cuda:N")
+    cheap_generator_step: Switch = Field(
+        "auto", description="GN's G step without double backprop, exact for piecewise-linear D (auto: where exact)"
+    )
+    cheap_discriminator_step: Switch = Field(
+        "auto",
+        description="GN's D step in four passes instead of six, exact for piecewise-linear D with every parameter "
+        "in a Conv2d/Linear (auto: where exact, and not with bf16)",
+    )
+    fuse_consistency: bool = Field(
+        True, description="score GN-CR's augmented real batch in the D step's one GN pass (exact: GN is per sample)"
+    )
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32",
+        description="fp32: IEEE float32 everywhere; tf32: TF32 CUDA convolutions and matmuls; "
+        "bf16: bfloat16 autocast (GN's gradient norm and division stay float32)",
+    )
+    channels_last: bool = Field(False, description="NHWC memory format for G, D and the images")
+    cuda_graph: bool = Field(
+        False,
+        description="capture the D step once as a CUDA graph and replay it (CUDA, one process; "
+        "the first few D steps run eagerly as warm-up)",
+    )
+    log_every: int = Field(100, gt=0, description="steps between scalar logs (losses, Lipschitz probes, speed)")
+    sample_every: int = Field(1000, gt=0, description="steps between sample grids")
+    sample_count: int = Field(64, gt=0, description="images per generator in each sample grid")
+    checkpoint_every: int = Field(1000, gt=0, description="steps between checkpoints/latest.pt")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError("both betas must be in [0, 1)")
+        return (float(betas[0]), float(betas[1]))
+
+
+class EvalConfig(Strict):
+    every: int = Field(5000, ge=0, description="evaluate every N generator steps; 0 = only at the end")
+    num_samples: int = Field(10000, gt=1, description="generated images per evaluation")
+    batch_size: int = Field(500, gt=0, description="images per batch in evaluation")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["fid", "kid", "is"],
+        description="registered metrics (fid, kid, is, coverage, or a plugin's), computed from one feature pass",
+    )
+    inception_path: str | None = Field(
+        None, description="TF-Inception TorchScript file (default: clean-fid's location)"
+    )
+    cache_dir: str = Field(
+        "~/.cache/gn_plugin", description="where reference statistics computed from data sets are cached"
+    )
+    best_metric: str = Field("fid", description="metric that chooses checkpoints/best.pt; one of metrics")
+    best_generator: Literal["raw", "ema"] = Field(
+        "ema", description="generator whose metric chooses best.pt (raw or ema)"
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_registered(cls, names: list[str]) -> list[str]:
+        for name in names:
+            _known("metric", name)
+        return names
+
+    @model_validator(mode="after")
+    def _best_metric_measured(self) -> EvalConfig:
+        if self.best_metric not in self.metrics:
+            raise ValueError(
+                f"best_metric '{self.best_metric}' is not among metrics ({', '.join(self.metrics) or 'none'})"
+            )
+        return self
+
+
+class Config(Strict):
+    """The whole run: components, model, data, training and evaluation."""
+
+    norm: ComponentSpec = Field(
+        default_factory=lambda: ComponentSpec(name="gn"),
+        description="how D's score is constrained: gn, gn-cr, sn, none, or a plugin's norm",
+    )
+    loss: ComponentSpec = Field(
+        default_factory=lambda: ComponentSpec(name="hinge"),
+        description="adversarial loss on the norm's scores: hinge, ns, wasserstein, ls, or a plugin's loss",
+    )
+    regularizers: list[ComponentSpec] = Field(
+        default_factory=list, description="penalties added to the D loss (gp, cr, r1), each with its weight"
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("norm")
+    @classmethod
+    def _norm_registered(cls, spec: ComponentSpec) -> ComponentSpec:
+        _known("norm", spec.name)
+        return spec
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_registered(cls, spec: ComponentSpec) -> ComponentSpec:
+        _known("loss", spec.name)
+        return spec
+
+    @field_validator("regularizers")
+    @classmethod
+    def _regularizers_registered(cls, specs: list[ComponentSpec]) -> list[ComponentSpec]:
+        for spec in specs:
+            _known("regularizer", spec.name)
+        return specs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, components written the way a user writes them."""
+        data = self.model_dump(mode="json")
+        data["norm"] = self.norm.to_yaml()
+        data["loss"] = self.loss.to_yaml()
+        data["regularizers"] = [spec.to_yaml() for spec in self.regularizers]
+        return data
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping read with ``safe_load``; a missing file or bad YAML is a one-line error."""
+    if not path.is_file():
+        raise GnPluginError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise GnPluginError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise GnPluginError(f"{path}: a config must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: mappings merge key by key, everything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping at ``path`` merged over its ``base:`` chain (relative paths; cycles rejected)."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise GnPluginError(f"{path}: 'base' inheritance forms a cycle: {cycle}")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise GnPluginError(f"{path}: 'base' must be a path to another config")
+    return deep_merge(resolve_bases(path.parent / base, (*chain, path)), data)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.steps=100", "norm=sn"]`` -> nested mapping; values are parsed as YAML scalars."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise GnPluginError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=100")
+        value = yaml.safe_load(raw) if raw else ""
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return result
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    # `--set norm.consistency_weight=3` on `norm: gn-cr` must first turn the bare name into a mapping.
+    for key in ("norm", "loss"):
+        if isinstance(overrides.get(key), dict) and isinstance(data.get(key), str):
+            data = {**data, key: {"name": data[key]}}
+    return deep_merge(data, overrides)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """The first validation problem as ``source: key.path: reason`` on one line."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"] if part not in ("function-after",))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+    return f"{source}: {location or '<root>'}: {message}{suffix}"
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate plain data into a :class:`Config`; problems become one-line errors naming the key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise GnPluginError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read ``path`` (following ``base:``), apply ``--set`` overrides and validate."""
+    path = Path(path)
+    data = _apply_overrides(resolve_bases(path), parse_overrides(overrides or []))
+    return config_from_dict(data, source=str(path))
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the fully resolved config (no ``base:``): enough to reproduce the run."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

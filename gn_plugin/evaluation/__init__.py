@@ -1,0 +1,1 @@
+"""Scoring a generator: feature extractors, reference statistics, the evaluator and sampling helpers."""

@@ -1,0 +1,81 @@
+"""Reference statistics of the real images: clean-fid's precomputed ones, or computed once and cached.
+
+A data set that names clean-fid's statistics (``cleanfid_reference``) uses them; any other is run
+through the extractor once and cached as ``.npz`` in ``eval.cache_dir``, keyed by the data set's
+name, resolution, the extractor's weights and a fingerprint of its images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from cleanfid.features import get_reference_statistics
+from torch.utils.data import Dataset
+
+from gn_plugin.atomic import write_atomically
+from gn_plugin.data.base import ImageDataset
+from gn_plugin.errors import GnPluginError
+from gn_plugin.evaluation.features import FeatureExtractor, dataset_batches, extract
+from gn_plugin.metrics.base import ReferenceStats
+
+
+def cleanfid_reference(name: str, resolution: int, split: str, *, with_features: bool) -> ReferenceStats:
+    """clean-fid's precomputed "clean" statistics (KID features only when asked: they are large)."""
+    try:
+        mu, sigma = get_reference_statistics(name, resolution, mode="clean", split=split)
+        features = (
+            get_reference_statistics(name, resolution, mode="clean", split=split, metric="KID")
+            if with_features
+            else None
+        )
+    except Exception as exc:  # download (urllib, ssl, OS) and .npz errors alike mean "no statistics"
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise GnPluginError(
+            f"clean-fid reference statistics for {name} {resolution}px split '{split}' "
+            f"could not be fetched or read ({reason})"
+        ) from None
+    return ReferenceStats(mu, sigma, features)
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """Short hash of the size and the first, middle and last images: tells same-named data sets apart."""
+    digest = hashlib.sha256(str(len(dataset)).encode())
+    for index in sorted({0, len(dataset) // 2, len(dataset) - 1}):
+        digest.update(torch.as_tensor(dataset[index][0]).cpu().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def reference_cache_path(cache_dir: str, dataset: ImageDataset, extractor: FeatureExtractor) -> Path:
+    """``cache_dir/<name>-<res>px-<extractor>-<fingerprint>.npz``."""
+    key = f"{dataset.name}-{dataset.resolution}px-{extractor.name}-{dataset_fingerprint(dataset)}"
+    return Path(cache_dir).expanduser() / (re.sub(r"[^\w.-]", "_", key) + ".npz")
+
+
+def save_reference(reference: ReferenceStats, path: Path) -> None:
+    """Write reference statistics (mean, covariance, features) to ``path`` atomically."""
+    write_atomically(
+        path,
+        lambda file: np.savez(file, mu=reference.mu, sigma=reference.sigma, features=reference.features),
+    )
+
+
+def load_reference(path: Path) -> ReferenceStats:
+    """Reference statistics written by :func:`save_reference`."""
+    with np.load(path) as stats:
+        return ReferenceStats(stats["mu"], stats["sigma"], stats["features"])
+
+
+def dataset_reference(
+    dataset: ImageDataset, extractor: FeatureExtractor, batch_size: int, cache_dir: str
+) -> ReferenceStats:
+    """Reference statistics of ``dataset``: read from the cache, or computed once and cached."""
+    path = reference_cache_path(cache_dir, dataset, extractor)
+    if path.is_file():
+        return load_reference(path)
+    reference = ReferenceStats.from_features(extract(dataset_batches(dataset, batch_size), extractor).features)
+    save_reference(reference, path)
+    return reference

@@ -1,0 +1,1 @@
+"""Experiments of many runs: head-to-head benchmarks, the Lipschitz experiment, performance and smoke runs."""

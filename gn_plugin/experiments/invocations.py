@@ -1,0 +1,37 @@
+"""``invocations.jsonl``: what each call of an experiment trained, how long it took, and on what machine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+INVOCATIONS_FILE = "invocations.jsonl"
+
+
+@dataclass
+class Invocation:
+    """What one ``gnbench bench`` call did: timings, counts and the machine, appended to ``invocations.jsonl``."""
+
+    started_at: str
+    elapsed_s: float
+    jobs: int
+    executed: int
+    skipped: int
+    failed: list[str]
+    command: str
+    machine: dict[str, Any]
+    load: dict[str, float] | None  # system load average: 1-min before starting, 15-min when done
+
+
+def record_invocation(root: Path, invocation: Invocation) -> None:
+    """Append ``invocation`` to the output folder's record."""
+    with open(root / INVOCATIONS_FILE, "a") as file:
+        file.write(json.dumps(asdict(invocation)) + "\n")
+
+
+def read_invocations(root: Path) -> list[dict[str, Any]]:
+    """The recorded invocations that ran something, oldest first."""
+    path = root / INVOCATIONS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

@@ -1,0 +1,313 @@
+"""Benchmark specs: the methods, grid and seeds of a head-to-head run, expanded into cells.
+
+A benchmark spec (YAML) names a base config and what varies::
+
+    name: digits
+    base: ../digits/_recipe.yaml          # relative to the spec file
+    set: {train.steps: 6000}              # shared overrides of base
+    methods:                              # name -> config fragment or recipe file
+      gn: ../digits/gn.yaml
+      wgan-gp: {norm: none, loss: wasserstein, regularizers: [{name: gp, weight: 10}]}
+    grid: {model.options.depth: [2, 4]}   # optional: every combination, for every method
+    seeds: [0, 1, 2]
+
+Cells are methods × grid × seeds. A cell's config is built in layers: ``base``, ``set``, its method
+(a recipe file counts with what it changes relative to ``base``), its grid values, ``--set``
+overrides, its seed; nothing else differs between cells. ``norm``, ``loss`` and ``regularizers``
+replace the layer below wholesale (so ``sn`` never inherits ``gn-cr``'s options). Each cell is
+one ``gnbench train`` process (``--jobs N`` in parallel: one GPU each where there are GPUs, an equal
+share of the CPU threads otherwise). A cell whose run directory holds ``summary.json`` is finished
+and skipped; one with a checkpoint but no summary is resumed. Output paths (``out``, ``docs``) are
+relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from gn_plugin.config import (
+    RECIPES,
+    Config,
+    Strict,
+    config_from_dict,
+    deep_merge,
+    format_validation_error,
+    load_config,
+    parse_overrides,
+    read_yaml,
+    resolve_bases,
+    save_config,
+)
+from gn_plugin.errors import GnPluginError
+from gn_plugin.metrics.base import get_metric
+from gn_plugin.training.run_dir import RunFiles
+
+#: Config keys a method fragment replaces wholesale instead of merging key by key.
+COMPONENT_KEYS = ("norm", "loss", "regularizers")
+NAME_PATTERN = r"^[\w.+-]+$"
+
+
+class BenchSpec(Strict):
+    """A benchmark: cells = methods × grid × seeds, all sharing ``base`` and ``set``."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="short name; the default output folder is runs/bench/<name>")
+    title: str = Field("", description="heading of the results page")
+    description: str = Field("", description="Markdown shown at the top of the results page")
+    base: str = Field(description="the config every cell starts from, relative to the spec file")
+    set: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of base shared by every cell (methods and grid come on top); dotted keys as with --set",
+    )
+    methods: dict[str, dict[str, Any] | str] = Field(
+        default_factory=dict,
+        description="method name -> config fragment ({norm: sn}) or a recipe file relative to the spec; "
+        "empty: one unnamed method (use grid)",
+    )
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="dotted key -> values; every combination runs for every method (norm: [gn, sn], model.name: [cnn32, resnet32])",
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="train.seed of each repetition")
+    jobs: int | Literal["auto"] = Field(
+        "auto", description="parallel runs; auto = one per GPU, else one per CPU core (--jobs overrides)"
+    )
+    out: str | None = Field(None, description="output folder (default runs/bench/<name>)")
+    docs: str | None = Field(None, description="Markdown results page to (re)write, e.g. docs/results/digits.md")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["fid", "kid", "is"], description="metrics shown in the table (best and final)"
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _method_names(cls, methods: dict[str, dict[str, Any] | str]) -> dict[str, dict[str, Any] | str]:
+        for name in methods:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"method name {name!r} may only hold letters, digits and . + - _")
+        return methods
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"grid key '{key}' has no values")
+        return grid
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        for name in metrics:
+            try:
+                get_metric(name)
+            except GnPluginError as exc:
+                raise ValueError(str(exc)) from None
+        return metrics
+
+    @field_validator("jobs")
+    @classmethod
+    def _positive_jobs(cls, jobs: int | str) -> int | str:
+        if isinstance(jobs, int) and jobs < 1:
+            raise ValueError("jobs must be >= 1 or auto")
+        return jobs
+
+
+def load_spec(path: str | Path) -> BenchSpec:
+    """Read and validate a benchmark spec; problems are one line naming the file and key."""
+    path = Path(path)
+    try:
+        return BenchSpec.model_validate(read_yaml(path))
+    except ValidationError as exc:
+        raise GnPluginError(format_validation_error(exc, str(path))) from None
+
+
+# -- cells -----------------------------------------------------------------------------------------
+def value_label(value: Any) -> str:
+    """Short text for a grid value: a component's name, names joined by +, or the value itself."""
+    if isinstance(value, dict) and "name" in value:
+        return str(value["name"])
+    if isinstance(value, list):
+        return "+".join(value_label(v) for v in value) or "none"
+    return str(value)
+
+
+def axis_name(key: str) -> str:
+    """``model.options.depth`` -> ``depth``; ``model.name`` -> ``model``."""
+    parts = key.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a benchmark: a method, one grid combination and a seed, with its resolved config."""
+
+    method: str
+    variant: tuple[tuple[str, Any], ...]
+    seed: int
+    config: Config
+    root: Path
+
+    @property
+    def group(self) -> str:
+        """The method label shared by all seeds: ``gn`` or ``gn (depth=4)``."""
+        settings = ", ".join(f"{axis_name(k)}={value_label(v)}" for k, v in self.variant)
+        if self.method and settings:
+            return f"{self.method} ({settings})"
+        return self.method or settings or "base"
+
+    @property
+    def id(self) -> str:
+        parts = [self.method] + [f"{axis_name(k)}-{value_label(v)}" for k, v in self.variant] + [f"seed{self.seed}"]
+        return re.sub(r"[^\w.+-]+", "-", "__".join(p for p in parts if p))
+
+    config_path = property(lambda self: self.root / "configs" / f"{self.id}.yaml")
+    run_dir = property(lambda self: self.root / "runs" / self.id)
+    log_path = property(lambda self: self.root / "logs" / f"{self.id}.log")
+    files = property(lambda self: RunFiles(self.run_dir))
+
+    @property
+    def finished(self) -> bool:
+        return self.files.summary.is_file()
+
+    def command(self) -> list[str]:
+        """The ``gnbench train`` command of this cell: resume when a checkpoint exists, else start."""
+        if self.files.latest_checkpoint.is_file():
+            return ["gnbench", "train", str(self.run_dir), "--resume", "--no-progress"]
+        return ["gnbench", "train", str(self.config_path), "--out", str(self.run_dir), "--no-progress"]
+
+
+def nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """``{"train.steps": 5}`` -> ``{"train": {"steps": 5}}`` (later keys merge into earlier ones)."""
+    result: dict[str, Any] = {}
+    for key, value in dotted.items():
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        result = deep_merge(result, value)
+    return result
+
+
+def apply_fragment(data: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """``fragment`` on top of ``data``: components replaced wholesale, everything else deep-merged."""
+    merged = deep_merge(data, {k: v for k, v in fragment.items() if k not in COMPONENT_KEYS})
+    merged.update({k: v for k, v in fragment.items() if k in COMPONENT_KEYS})
+    return merged
+
+
+def difference(data: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """What ``data`` changes relative to ``base``: components whole, other mappings key by key."""
+    changed = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in COMPONENT_KEYS:
+            inner = difference(value, base[key])
+            if inner:
+                changed[key] = inner
+        elif key not in base or base[key] != value:
+            changed[key] = value
+    return changed
+
+
+def output_root(spec: BenchSpec, out: str | Path | None = None) -> Path:
+    """Where a benchmark writes: ``out`` if given, else the spec's ``out``, else ``runs/bench/<name>``."""
+    return Path(out or spec.out or Path("runs") / "bench" / spec.name)
+
+
+def expand(spec: BenchSpec, spec_path: str | Path, root: Path, overrides: list[str] | None = None) -> list[Cell]:
+    """All cells, seed-major (every method's first seed comes first); each config is validated.
+
+    Layers, each over the previous: ``base``, ``set``, the method (a recipe file contributes what it
+    changes relative to ``base``), the grid values, ``overrides`` (``--set`` items), the seed.
+    """
+    spec_path = Path(spec_path)
+    base = resolve_bases(spec_path.parent / spec.base)
+    shared = apply_fragment(base, nest(spec.set))
+    extra = parse_overrides(overrides or [])
+    methods = spec.methods or {"": {}}
+    combinations = list(itertools.product(*[[(key, v) for v in values] for key, values in spec.grid.items()]))
+    cells = []
+    for seed in spec.seeds:
+        for method, fragment in methods.items():
+            if isinstance(fragment, str):
+                fragment = difference(resolve_bases(spec_path.parent / fragment), base)
+            for variant in combinations:
+                data = apply_fragment(shared, fragment)
+                for key, value in variant:
+                    data = apply_fragment(data, nest({key: value}))
+                data = deep_merge(apply_fragment(data, extra), {"train": {"seed": seed}})
+                where = ", ".join([f"method '{method}'"] * bool(method) + [f"{k}={value_label(v)}" for k, v in variant])
+                config = config_from_dict(data, source=f"{spec_path} ({where or 'base'}, seed {seed})")
+                cells.append(Cell(method, tuple(variant), seed, config, root))
+    return cells
+
+
+
+def floor_key(config: Config) -> str:
+    """Cells with the same data, model and evaluation share one floor."""
+    relevant = {k: v for k, v in config.to_dict().items() if k in ("data", "model", "eval")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+
+# -- what a finished run must still match ----------------------------------------------------------
+def first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key where two plain-data configs differ, with both values, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            found = first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return None if old == new else (prefix.rstrip("."), old, new)
+
+
+def check_unchanged(cell: Cell) -> None:
+    """Refuse to skip or resume a run that was started with a different config than the spec gives now.
+
+    The saved config is read through the current schema, so keys added since (with their defaults)
+    do not count as a change.
+    """
+    if not cell.files.config.is_file():
+        return
+    found = first_difference(load_config(cell.files.config).to_dict(), cell.config.to_dict())
+    if found:
+        key, old, new = found
+        raise GnPluginError(
+            f"{cell.run_dir} was run with {key}={old!r} but the spec now gives {new!r}; "
+            "delete that folder or choose another --out"
+        )
+
+
+def find_spec(spec: str | Path) -> Path:
+    """A spec file's path; a bare name (``digits``) is the spec of that name shipped with the package."""
+    path = Path(spec)
+    if path.suffix or path.parent != Path("."):
+        return path  # a path: reading it reports a missing file
+    shipped = RECIPES / "bench" / f"{path.name}.yaml"
+    if not shipped.is_file():
+        available = ", ".join(sorted(p.stem for p in (RECIPES / "bench").glob("*.yaml")))
+        raise GnPluginError(f"no shipped benchmark spec named '{spec}' (shipped: {available}); or give a spec file")
+    return shipped
+
+
+def prepare(spec_path: str | Path, out: str | Path | None, overrides: list[str] | None) -> tuple[BenchSpec, list[Cell]]:
+    """Load the spec, expand its cells, write their configs and check finished runs still match."""
+    spec = load_spec(spec_path)
+    cells = expand(spec, spec_path, output_root(spec, out), overrides)
+    for cell in cells:
+        check_unchanged(cell)
+        cell.config_path.parent.mkdir(parents=True, exist_ok=True)
+        save_config(cell.config, cell.config_path)
+    return spec, cells

@@ -1,0 +1,83 @@
+"""The metric contract (in the style of stylegan2-ada-pytorch's metrics: small functions registered by name).
+
+A metric is a function ``metric(generated: FeatureSet, reference: ReferenceStats) -> dict[str, float]``
+registered in the entry-point group ``gn_plugin.metrics`` like every other component::
+
+    [project.entry-points."gn_plugin.metrics"]
+    my-metric = "my_package.metrics:my_metric"
+
+It returns a dict because one computation can give several numbers (``is`` gives its mean and its
+std over the splits); the key named like the metric is the one tables and ``eval.best_metric`` use.
+A metric whose larger values are better carries ``higher_is_better = True`` (the :func:`metric`
+decorator sets it). ``generated`` holds the features and class probabilities of the generated
+images in the data set's metric space; ``reference`` the statistics (and, where kept, the features)
+of the real images in the same space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+from gn_plugin.registry import registry
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """What an extractor gives for a set of images: ``features`` [N, d] and ``probabilities`` [N, K]."""
+
+    features: np.ndarray
+    probabilities: np.ndarray
+
+
+@dataclass(frozen=True)
+class ReferenceStats:
+    """Reference statistics: mean and covariance of the features (FID), the features themselves (KID)."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray | None = None
+
+    @classmethod
+    def from_features(cls, features: np.ndarray) -> ReferenceStats:
+        """Statistics of a feature matrix [N, d], computed the way clean-fid computes them."""
+        return cls(np.mean(features, axis=0), np.cov(features, rowvar=False), features)
+
+
+Metric = Callable[[FeatureSet, ReferenceStats], dict[str, float]]
+M = TypeVar("M", bound=Metric)
+
+
+def metric(*, higher_is_better: bool = False) -> Callable[[M], M]:
+    """Decorator marking a function as a metric and recording its direction."""
+
+    def mark(function: M) -> M:
+        function.higher_is_better = higher_is_better  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def list_metrics() -> list[str]:
+    """Names of the registered metrics, sorted."""
+    return registry("metric").names()
+
+
+def get_metric(name: str) -> Metric:
+    """The metric registered as ``name``; unknown names are a one-line error with a suggestion."""
+    return registry("metric").get(name)
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of metric ``name`` is better (IS, coverage) rather than worse (FID, KID)."""
+    return bool(getattr(get_metric(name), "higher_is_better", False))
+
+
+def compute_metrics(names: Sequence[str], generated: FeatureSet, reference: ReferenceStats) -> dict[str, float]:
+    """Run the metrics ``names`` and merge their results into one dict."""
+    results: dict[str, float] = {}
+    for name in names:
+        results.update(get_metric(name)(generated, reference))
+    return results

@@ -1,0 +1,191 @@
+"""Building a run from its config: the runner's one door to the registry, and :func:`setup`.
+
+Every component a config names (data set, models, norm, loss, regularizers) is created here through
+:func:`gn_plugin.registry.create`; nothing else in training names a concrete component. What the
+loop may do with them (cheap exact steps, one fused D pass) is decided from the capabilities the
+norm and regularizers declare (:mod:`gn_plugin.norms.base`, :mod:`gn_plugin.regularizers.base`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from gn_plugin.config import Config
+from gn_plugin.data.base import ImageDataset
+from gn_plugin.errors import GnPluginError
+from gn_plugin.models.base import GANPair, count_parameters
+from gn_plugin.norms.base import cheap_scorer, cheap_step_problem, has_per_sample_scores
+from gn_plugin.registry import create
+from gn_plugin.regularizers.base import scores_views
+from gn_plugin.training import distributed
+from gn_plugin.training.cuda_graph import (
+    CapturedStep,
+    check_cuda_graph,
+    make_capturable,
+)
+from gn_plugin.training.data_stream import BatchStream, decoded_bytes, keeps_on_device
+from gn_plugin.training.run_dir import RunFiles
+from gn_plugin.training.state import Training
+
+
+def build_dataset(config: Config, split: str = "train", resolution: int | None = None) -> ImageDataset:
+    """The data set ``data.name`` at ``resolution`` (default: ``data.resolution``, else the set's own)."""
+    data = config.data
+    return create(
+        "dataset", data.name, root=data.root, resolution=resolution or data.resolution, split=split, **data.options
+    )
+
+
+def build_models(config: Config, dataset: ImageDataset) -> GANPair:
+    """G and the raw D of ``model.name``, matched to the data set's channels and classes."""
+    model = config.model
+    num_classes = dataset.num_classes if model.conditional else 0
+    if model.conditional and num_classes == 0:
+        raise GnPluginError(f"model.conditional: dataset '{dataset.name}' has no labels")
+    return create(
+        "model", model.name, z_dim=model.z_dim, num_classes=num_classes, width=model.width,
+        channels=dataset.channels, **model.options,
+    )
+
+
+def build_dataset_and_models(config: Config) -> tuple[ImageDataset, GANPair]:
+    """Data set and models of a config, with the data set at the generator's resolution."""
+    dataset = build_dataset(config)
+    pair = build_models(config, dataset)
+    resolution = pair.generator.resolution
+    if dataset.resolution != resolution:
+        if config.data.resolution is not None:
+            raise GnPluginError(
+                f"data.resolution: model '{config.model.name}' makes {resolution} px images but "
+                f"data.resolution is {config.data.resolution}"
+            )
+        dataset = build_dataset(config, resolution=resolution)
+    return dataset, pair
+
+
+def build_norm(config: Config, discriminator: nn.Module) -> nn.Module:
+    """The norm's wrapper around the raw discriminator."""
+    return create("norm", config.norm.name, discriminator, **config.norm.options)
+
+
+def build_loss(config: Config):
+    """The adversarial loss object (``d_loss``, ``g_loss``)."""
+    return create("loss", config.loss.name, **config.loss.options)
+
+
+def build_regularizers(config: Config, wrapper: nn.Module) -> dict[str, object]:
+    """Regularizers by display name: those the config lists plus those the norm implies (GN-CR)."""
+    regularizers = {spec.name: create("regularizer", spec.name, **spec.options) for spec in config.regularizers}
+    for implied in getattr(wrapper, "implied_regularizers", []):
+        regularizers[f"{config.norm.name}:{type(implied).__name__}"] = implied
+    return regularizers
+
+
+def describe_models(pair: GANPair) -> str:
+    """One line with the parameter counts of G and D."""
+    g, d = count_parameters(pair.generator), count_parameters(pair.discriminator)
+    return f"G {g / 1e6:.3f} M parameters, D {d / 1e6:.3f} M parameters"
+
+
+# -- what the loop may do with them ----------------------------------------------------------------
+def use_cheap_step(config: Config, wrapper: nn.Module, step: str) -> bool:
+    """Whether ``train.cheap_<step>_step`` (auto/on/off) applies to this norm, D and precision.
+
+    ``step`` is ``generator`` or ``discriminator``; the norm must declare ``cheap_<step>_scores``
+    and report no problem for the wrapped D. ``on`` where it does not apply is a one-line error.
+    """
+    choice = getattr(config.train, f"cheap_{step}_step")
+    if cheap_scorer(wrapper, step) is None:
+        problem = f"norm '{config.norm.name}' has no cheap {'generator' if step == 'generator' else 'D'} step"
+    else:
+        problem = cheap_step_problem(wrapper, step)
+    if problem is None and step == "discriminator" and config.train.precision == "bf16":
+        problem = "not available with train.precision=bf16"  # autocast would cast inside the recorded layer calls
+    if choice == "on" and problem:
+        raise GnPluginError(f"train.cheap_{step}_step: {problem}")
+    return choice != "off" and problem is None
+
+
+def fuses_views(config: Config, wrapper: nn.Module, regularizers: dict[str, Any]) -> bool:
+    """Whether the regularizers' augmented views can join the D step's one pass without changing a number.
+
+    The norm declares per-sample scores (scoring ``cat([real, fake, views])`` equals separate calls) and
+    every regularizer scores a view (``augment``/``from_scores``), so its augmentation draws the same
+    random numbers as in the separate pass (nothing draws between the two places).
+    """
+    return (
+        config.train.fuse_consistency
+        and has_per_sample_scores(wrapper)
+        and bool(regularizers)
+        and all(scores_views(r) for r in regularizers.values())
+    )
+
+
+# -- a whole run -----------------------------------------------------------------------------------
+def resolve_device(name: str, group: distributed.ProcessGroup) -> torch.device:
+    """``auto`` means this process's GPU when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", group.local_rank)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise GnPluginError(f"train.device: unknown device '{name}'") from None
+
+
+def check_batch_sizes(config: Config, group: distributed.ProcessGroup) -> None:
+    for key in ("batch_size_d", "batch_size_g"):
+        if getattr(config.train, key) % group.world_size:
+            raise GnPluginError(f"train.{key}: {getattr(config.train, key)} does not divide over {group.world_size} processes")
+
+
+def memory_format(config: Config) -> torch.memory_format:
+    """NHWC with ``train.channels_last``, else PyTorch's default NCHW."""
+    return torch.channels_last if config.train.channels_last else torch.contiguous_format
+
+
+def setup(config: Config, files: RunFiles, group: distributed.ProcessGroup) -> Training:
+    """Build data, models, norm, loss, regularizers, optimisers and the data stream from ``config``."""
+    check_batch_sizes(config, group)
+    device = resolve_device(config.train.device, group)
+    torch.manual_seed(config.train.seed)
+    dataset, pair = build_dataset_and_models(config)
+    generator = pair.generator.to(device, memory_format=memory_format(config))
+    discriminator = build_norm(config, pair.discriminator).to(device, memory_format=memory_format(config))
+    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    betas = config.train.betas
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.train.lr_g, betas=betas)
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=config.train.lr_d, betas=betas)
+    if config.train.cuda_graph:
+        check_cuda_graph(device, group.world_size)
+        make_capturable(optimizer_d, device)  # before the schedulers read the lr
+    schedulers = []
+    if config.train.lr_decay == "linear":
+        decay = lambda step: 1.0 - step / config.train.steps  # noqa: E731 (per G step, to 0)
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (optimizer_g, optimizer_d)]
+    on_device = keeps_on_device(config.data.on_device, dataset, device, config.data.on_device_limit_mib)
+    stream = BatchStream(
+        dataset, config.train.batch_size_d, config.train.seed, device,
+        num_workers=config.data.num_workers, shard=group.shard(config.train.batch_size_d), on_device=on_device,
+    )
+    if group.is_main:
+        files.log(f"{config.model.name}: {describe_models(pair)}; norm {config.norm.name}, loss {config.loss.name}")
+        files.log(f"data '{config.data.name}': {len(dataset)} images, " + (
+            f"held on {device} ({decoded_bytes(dataset) / 2**20:.0f} MiB)" if on_device else "read by a DataLoader"
+        ))
+    regularizers = build_regularizers(config, discriminator)
+    return Training(
+        config=config, files=files, group=group, device=device, dataset=dataset,
+        generator=generator, generator_ema=generator_ema, discriminator=discriminator,
+        loss=build_loss(config), regularizers=regularizers,
+        optimizer_g=optimizer_g, optimizer_d=optimizer_d, schedulers=schedulers, stream=stream,
+        cheap_generator_step=use_cheap_step(config, discriminator, "generator"),
+        cheap_discriminator_step=use_cheap_step(config, discriminator, "discriminator"),
+        fused_views=fuses_views(config, discriminator, regularizers),
+        captured_discriminator_step=CapturedStep(device) if config.train.cuda_graph else None,
+    )
