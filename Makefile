@@ -20,8 +20,11 @@ test: install
 bench: install
 	$(VENV)/bin/gnbench bench yaml_configs/bench/digits.yaml
 
+# Build the site, then open every page in headless Chromium: no console error, broken image,
+# unrendered formula or sideways page overflow (SCREENSHOTS=DIR keeps a PNG per page).
 docs: install
 	$(VENV)/bin/mkdocs build --strict
+	$(PYTHON) docs/check_site.py $(if $(SCREENSHOTS),--screenshots $(SCREENSHOTS))
 
 # The prepared GPU check (issue 5): the perf matrix into docs/performance.md (under 8 min on one H100),
 # then the CUDA-only tests. GPU_PYTHON is a Python with torch and this package installed.

@@ -137,7 +137,7 @@ def cli_reference() -> str:
 
     from gn_plugin.cli import build_parser
 
-    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal width
+    os.environ["COLUMNS"] = "80"  # argparse wraps to the terminal width
     parser = build_parser()
     sections = [f"## `gnbench`\n\n```text\n{parser.format_help()}```"]
     for action in parser._actions:

@@ -1,4 +1,4 @@
-"""``gnbench``: train, evaluate, sample, list components, benchmark.
+"""gnbench: train, evaluate, sample, list components, benchmark.
 
 User mistakes (bad config, unknown component, missing file, broken plugin) print one line and exit 2,
 without a traceback.

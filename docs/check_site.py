@@ -1,0 +1,286 @@
+"""Check the built docs site in a real browser: every page, as a reader's Chromium renders it.
+
+Serves ``site/`` on a localhost port, opens every HTML page in headless Chromium (Debian's
+``chromium`` and ``chromium-driver``, driven by Selenium) at each window width, and fails with one
+line per problem, naming the page and the width, on:
+
+- a console error (a JavaScript exception, a file that failed to load, a formula KaTeX rejected);
+- a request to anything but the local server (the site must work offline: math included);
+- a broken image (not loaded, or ``naturalWidth`` 0);
+- unrendered math: an ``arithmatex`` element without KaTeX output, a KaTeX error, or ``$...$``,
+  ``\\(...\\)`` or ``\\[...\\]`` left as plain text outside code;
+- horizontal overflow of the page: ``document.documentElement.scrollWidth`` wider than the
+  viewport (wide tables and code must scroll or wrap inside their own box);
+- a picture that cannot be enlarged: every image of a page's content must be a lightbox link
+  (glightbox), and clicking the first one of a page must open it, loaded.
+
+Usage::
+
+    python docs/check_site.py [--site site] [--widths 1280,390] [--screenshots DIR]
+
+``--screenshots DIR`` saves a full-page PNG of every page at every width into ``DIR/<width>/``.
+Exit status: 0 when every page passes, 1 on any problem, 2 when the check itself cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+HEIGHT = 900
+MAX_SCREENSHOT_HEIGHT = 16000
+
+# Runs in the page once it has loaded; resolves with what the page shows.
+INSPECT = r"""
+const done = arguments[arguments.length - 1];
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+(async () => {
+  const images = [...document.images];
+  images.forEach(img => { img.loading = "eager"; });
+  await Promise.race([
+    Promise.all(images.map(img => img.complete ? null
+      : new Promise(r => { img.addEventListener("load", r); img.addEventListener("error", r); }))),
+    sleep(10000),
+  ]);
+  if (document.fonts) await Promise.race([document.fonts.ready, sleep(5000)]);
+  const pending = () => [...document.querySelectorAll(".arithmatex")].filter(el => !el.querySelector(".katex"));
+  for (let i = 0; i < 40 && pending().length; i++) await sleep(50);
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+
+  const describe = el => {
+    let s = el.tagName.toLowerCase();
+    if (el.id) s += "#" + el.id;
+    if (el.classList.length) s += "." + [...el.classList].slice(0, 2).join(".");
+    const text = (el.textContent || "").trim().replace(/\s+/g, " ").slice(0, 50);
+    return text ? `${s} "${text}"` : s;
+  };
+  const problems = [];
+  for (const img of images) {
+    if (!img.complete || img.naturalWidth === 0) problems.push(`broken image ${img.getAttribute("src")}`);
+  }
+  for (const img of document.querySelectorAll(".md-content img")) {
+    if (!img.closest("a.glightbox") && !img.closest(".skip-lightbox") && !img.classList.contains("skip-lightbox")) {
+      problems.push(`image ${img.getAttribute("src")} cannot be enlarged (no lightbox link)`);
+    }
+  }
+  const unrendered = pending();
+  for (const el of unrendered.slice(0, 5)) problems.push(`unrendered math ${el.textContent.trim().replace(/\s+/g, " ").slice(0, 60)}`);
+  if (unrendered.length > 5) problems.push(`unrendered math: ${unrendered.length - 5} more formulas`);
+  for (const el of document.querySelectorAll(".katex-error")) problems.push(`KaTeX error ${describe(el)}`);
+  const content = document.querySelector(".md-content") || document.body;
+  const walker = document.createTreeWalker(content, NodeFilter.SHOW_TEXT, {
+    acceptNode: n => n.parentElement.closest("pre, code, script, style, .katex, .arithmatex")
+      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT,
+  });
+  const rawMath = /\$[^$\s][^$]*\$|\\\(|\\\)|\\\[|\\\]/;
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const m = n.textContent.match(rawMath);
+    if (m) problems.push(`raw math text "${m[0].slice(0, 60)}" in ${describe(n.parentElement)}`);
+  }
+  const root = document.documentElement;
+  const viewport = root.clientWidth;
+  if (root.scrollWidth > viewport + 1) {
+    // the outermost elements sticking out of the viewport, not inside a box that scrolls or clips
+    // (an ancestor that scrolls or clips only contains what it is a containing block of: an
+    // absolutely positioned element escapes every static ancestor)
+    const clipped = el => {
+      let position = getComputedStyle(el).position;
+      for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+        if (position === "fixed") return false;
+        const style = getComputedStyle(a);
+        if (position === "absolute" && style.position === "static" && style.transform === "none") continue;
+        if (style.overflowX !== "visible") return true;
+        position = style.position;
+      }
+      return false;
+    };
+    const out = [...document.body.querySelectorAll("*")].filter(el => {
+      const r = el.getBoundingClientRect();
+      return r.width > 0 && r.right > viewport + 1 && !clipped(el);
+    });
+    const outermost = out.filter(el => !out.includes(el.parentElement)).slice(0, 3).map(describe);
+    problems.push(`page wider than the window: scrollWidth ${root.scrollWidth} > ${viewport}`
+      + (outermost.length ? `; sticking out: ${outermost.join("; ")}` : ""));
+  }
+  const origin = location.origin;
+  for (const entry of performance.getEntriesByType("resource")) {
+    if (!entry.name.startsWith(origin) && !entry.name.startsWith("data:")) problems.push(`external request ${entry.name}`);
+  }
+  done({
+    problems,
+    height: Math.max(root.scrollHeight, document.body.scrollHeight),
+    math: document.querySelectorAll(".katex").length,
+    images: images.length,
+    lightboxes: document.querySelectorAll(".md-content a.glightbox").length,
+  });
+})().catch(err => done({problems: [`check script failed: ${err}`], height: 0, math: 0, images: 0, lightboxes: 0}));
+"""
+
+# Clicks the page's first lightbox link; resolves with a problem, or null once the enlarged image shows.
+OPEN_LIGHTBOX = r"""
+const done = arguments[arguments.length - 1];
+const link = document.querySelector(".md-content a.glightbox");
+link.click();
+const started = Date.now();
+(function poll() {
+  const img = document.querySelector(".glightbox-container .gslide.current img");
+  if (img && img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0) {
+    setTimeout(() => done(null), 400);  // let the zoom animation finish before a screenshot
+  } else if (Date.now() - started > 5000) {
+    done(`clicking ${link.getAttribute("href")} opened no lightbox`);
+  } else {
+    setTimeout(poll, 50);
+  }
+})();
+"""
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass
+
+
+def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def pages(site: Path) -> list[str]:
+    """Every HTML page of the site as a URL path (``index.html`` of a directory as the directory)."""
+    out = []
+    for path in sorted(site.rglob("*.html")):
+        rel = path.relative_to(site).as_posix()
+        out.append(rel[: -len("index.html")] if rel.endswith("index.html") else rel)
+    return out
+
+
+def browser(profile: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", "--force-device-scale-factor=1",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    driver.set_script_timeout(30)
+    return driver
+
+
+def screenshot(driver, path: Path, width: int, height: int) -> None:
+    """The whole page as one PNG: the viewport is made as tall as the page for the shot (unlike a
+    capture beyond the viewport, this paints the scrollbars of tables that scroll sideways)."""
+    import base64
+
+    height = max(1, min(height, MAX_SCREENSHOT_HEIGHT))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False,
+    })
+    try:
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.execute_async_script("requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def console_errors(driver, base: str) -> list[str]:
+    errors = []
+    for entry in driver.get_log("browser"):
+        if entry.get("level") == "SEVERE":
+            errors.append("console error: " + entry.get("message", "").replace(base, "").strip()[:300])
+    return errors
+
+
+def check(site: Path, widths: list[int], shots: Path | None) -> list[str]:
+    server, base = serve(site)
+    profile = Path(tempfile.mkdtemp(prefix="check-site-chromium-"))
+    problems: list[str] = []
+    try:
+        driver = browser(profile)
+        try:
+            for width in widths:
+                driver.set_window_size(width, HEIGHT)
+                inner = driver.execute_script("return window.innerWidth")
+                if inner != width:  # the window has decorations: size the viewport itself
+                    driver.set_window_size(2 * width - inner, HEIGHT)
+                for page in pages(site):
+                    name = f"/{page}"
+                    driver.get(f"{base}/{page}")
+                    result = driver.execute_async_script(INSPECT)
+                    found = console_errors(driver, base) + result["problems"]
+                    problems += [f"{name} [{width}px]: {p}" for p in found]
+                    file = (page.rstrip("/") or "index").replace("/", "__").removesuffix(".html")
+                    if shots is not None:
+                        screenshot(driver, shots / str(width) / f"{file}.png", width, result["height"])
+                    if result["lightboxes"]:
+                        failed = driver.execute_async_script(OPEN_LIGHTBOX)
+                        problems += [f"{name} [{width}px]: {failed}"] if failed else []
+                        problems += [f"{name} [{width}px]: {p} (lightbox)" for p in console_errors(driver, base)]
+                        if shots is not None and not failed:
+                            viewport = driver.execute_script("return window.innerHeight")
+                            screenshot(driver, shots / str(width) / f"{file}__lightbox.png", width, viewport)
+        finally:
+            driver.quit()
+    finally:
+        server.shutdown()
+        shutil.rmtree(profile, ignore_errors=True)
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--site", type=Path, default=ROOT / "site", help="the built site (default: site/)")
+    parser.add_argument("--widths", default="1280,390", help="window widths in CSS px, comma-separated (default 1280,390)")
+    parser.add_argument("--screenshots", type=Path, metavar="DIR", help="save a full-page PNG per page and width here")
+    args = parser.parse_args(argv)
+
+    if not (args.site / "index.html").exists():
+        print(f"check_site: {args.site}/index.html not found; build the site first (mkdocs build)", file=sys.stderr)
+        return 2
+    for tool in (CHROMIUM, CHROMEDRIVER):
+        if not (Path(tool).exists() or shutil.which(tool)):
+            print(f"check_site: {tool} not found (apt-get install chromium chromium-driver)", file=sys.stderr)
+            return 2
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        print("check_site: selenium is not installed (pip install -e '.[docs]')", file=sys.stderr)
+        return 2
+
+    widths = [int(w) for w in args.widths.split(",") if w.strip()]
+    started = time.perf_counter()
+    count = len(pages(args.site))
+    problems = check(args.site, widths, args.screenshots)
+    for line in problems:
+        print(line)
+    took = time.perf_counter() - started
+    widths_text = ", ".join(f"{w}px" for w in widths)
+    print(f"check_site: {count} pages at {widths_text}: {len(problems)} problem(s) in {took:.0f} s", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
