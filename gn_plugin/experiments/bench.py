@@ -1,24 +1,10 @@
-"""``gnbench bench SPEC``: run methods head to head under identical conditions, then report.
+"""``gnbench bench SPEC``: run a benchmark's cells head to head under identical conditions, then report.
 
-A benchmark spec (YAML) names a base config and what varies::
-
-    name: digits
-    base: ../digits/_recipe.yaml          # relative to the spec file
-    set: {train.steps: 6000}              # shared overrides of base
-    methods:                              # name -> config fragment or recipe file
-      gn: ../digits/gn.yaml
-      wgan-gp: {norm: none, loss: wasserstein, regularizers: [{name: gp, weight: 10}]}
-    grid: {model.options.depth: [2, 4]}   # optional: every combination, for every method
-    seeds: [0, 1, 2]
-
-Cells are methods × grid × seeds (:mod:`gn_plugin.experiments.spec`). A cell's config is built in layers: ``base``, ``set``, its method
-(a recipe file counts with what it changes relative to ``base``), its grid values, ``--set``
-overrides, its seed; nothing else differs between cells. ``norm``, ``loss`` and ``regularizers``
-replace the layer below wholesale (so ``sn`` never inherits ``gn-cr``'s options). Each cell is
-one ``gnbench train`` process (``--jobs N`` in parallel: one GPU each where there are GPUs, an equal
-share of the CPU threads otherwise). A cell whose run directory holds ``summary.json`` is finished
-and skipped; one with a checkpoint but no summary is resumed. Output paths (``out``, ``docs``) are
-relative to the working directory.
+The spec and its cells are :mod:`gn_plugin.experiments.spec`. Each cell is one ``gnbench train``
+process (``--jobs N`` in parallel: one GPU each where there are GPUs, an equal share of the CPU
+threads otherwise). A cell whose run directory holds ``summary.json`` is finished and skipped; one
+with a checkpoint but no summary is resumed. When the cells are done, the real-vs-real floor is
+computed and the report written (:mod:`gn_plugin.experiments.pages`).
 """
 
 from __future__ import annotations

@@ -14,11 +14,8 @@ A benchmark spec (YAML) names a base config and what varies::
 Cells are methods × grid × seeds. A cell's config is built in layers: ``base``, ``set``, its method
 (a recipe file counts with what it changes relative to ``base``), its grid values, ``--set``
 overrides, its seed; nothing else differs between cells. ``norm``, ``loss`` and ``regularizers``
-replace the layer below wholesale (so ``sn`` never inherits ``gn-cr``'s options). Each cell is
-one ``gnbench train`` process (``--jobs N`` in parallel: one GPU each where there are GPUs, an equal
-share of the CPU threads otherwise). A cell whose run directory holds ``summary.json`` is finished
-and skipped; one with a checkpoint but no summary is resumed. Output paths (``out``, ``docs``) are
-relative to the working directory.
+replace the layer below wholesale (so ``sn`` never inherits ``gn-cr``'s options). Output paths
+(``out``, ``docs``) are relative to the working directory.
 """
 
 from __future__ import annotations
