@@ -91,7 +91,7 @@ def run_cells(cells: list[Cell], jobs: int, log: Callable[[str], None] = print) 
     queued, running, failed = list(cells), {}, []
     forwarded, done, stopped = 0, 0, 0
     with stop_signals(second_stops_at_once=False) as stop:
-        while queued or running:
+        while running or (queued and stop.signum is None):
             free = [slot for slot in range(jobs) if slot not in running]
             while stop.signum is None and queued and free:
                 slot = free.pop(0)

@@ -61,7 +61,8 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
     try:
         write_atomically(path, lambda file: torch.save(stamped, file))
     except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as a RuntimeError
-        raise GnPluginError(f"cannot write checkpoint {path}: {first_line(exc)}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+        raise GnPluginError(f"cannot write checkpoint {path}: {reason}") from None
 
 
 def load(path: Path, map_location: str | torch.device = "cpu", required: tuple[str, ...] = TRAINING_STATE) -> dict[str, Any]:

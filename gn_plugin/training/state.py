@@ -69,11 +69,11 @@ def state_tensors(t: Training) -> dict[str, list[Tensor]]:
 
     optimizer_state = lambda o: [x for state in o.state.values() for x in state.values()]  # noqa: E731
     return {
-        "G": floats(t.generator.state_dict().values()),
+        "G's weights": floats(t.generator.state_dict().values()),
         "the EMA of G": floats(t.generator_ema.state_dict().values()),
-        "D": floats(t.discriminator.state_dict().values()),
-        "G's optimiser": floats(optimizer_state(t.optimizer_g)),
-        "D's optimiser": floats(optimizer_state(t.optimizer_d)),
+        "D's weights": floats(t.discriminator.state_dict().values()),
+        "G's optimiser state": floats(optimizer_state(t.optimizer_g)),
+        "D's optimiser state": floats(optimizer_state(t.optimizer_d)),
     }
 
 
@@ -94,7 +94,7 @@ def check_finite(t: Training) -> None:
     if first_bad_loss is not None and int(first_bad_loss):
         what = f"a loss became NaN or infinite at step {int(first_bad_loss)}"
     else:
-        what = f"the weights of {' and '.join(bad_parts)} became NaN or infinite by step {t.step}"
+        what = f"{', '.join(bad_parts)} hold NaN or infinite values at step {t.step}"
     latest = t.files.latest_checkpoint
     kept = (
         f"the last finite checkpoint is {latest} (step {t.checkpoint_step})"
