@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 from gn_plugin.config import load_config
 from gn_plugin.errors import GnPluginError
@@ -31,12 +33,16 @@ def default_run_dir(config_path: Path) -> Path:
 
 
 def command_train(args: argparse.Namespace) -> None:
-    if args.resume:
-        run_dir = Path(args.config)
-        config = load_config(run_dir / "config.yaml", args.set)
+    # `train RUN --resume` continues RUN as configured; `train CONFIG [--out RUN] --resume` continues RUN
+    # where CONFIG resolves to RUN's config apart from the keys that may change on resume (train checks).
+    source = Path(args.config)
+    if args.resume and source.is_dir():
+        if args.out and Path(args.out).resolve() != source.resolve():
+            raise GnPluginError(f"--resume: give the run directory once (got {source} and --out {args.out})")
+        run_dir, config = source, load_config(source / "config.yaml", args.set)
     else:
-        config = load_config(args.config, args.set)
-        run_dir = Path(args.out) if args.out else default_run_dir(Path(args.config))
+        run_dir = Path(args.out) if args.out else default_run_dir(source)
+        config = load_config(source, args.set)
     summary = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
     print(json.dumps({"run_dir": str(run_dir), **summary}))
 
@@ -47,6 +53,8 @@ def command_eval(args: argparse.Namespace) -> None:
 
 
 def command_sample(args: argparse.Namespace) -> None:
+    if args.count < 1:
+        raise GnPluginError(f"--count must be at least 1, got {args.count}")
     path = sample_run(Path(args.run_dir), checkpoint=args.checkpoint, out=args.out, count=args.count, use_ema=not args.raw)
     print(path)
 
@@ -73,10 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one run from a YAML config")
-    train.add_argument("config", help="YAML config (or the run directory with --resume)")
+    train.add_argument("config", help="YAML config, or with --resume the run directory")
     train.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
     train.add_argument("--out", help="run directory (default: runs/<config name>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in the given run directory")
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in the given run directory (or in --out, whose config CONFIG must match); "
+        "only train.steps, the log/sample/checkpoint intervals, data.num_workers and eval.* may change",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=command_train)
 
@@ -108,15 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gnbench`` command."""
     args = build_parser().parse_args(argv)
-    try:
-        args.handler(args)
-    except GnPluginError as exc:
-        print(f"gnbench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("gnbench: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            args.handler(args)
+        except GnPluginError as exc:
+            print(f"gnbench: error: {exc}", file=sys.stderr)
+            return getattr(exc, "exit_code", 2)
+        except OSError as exc:  # a full or read-only disk, a file that vanished: the environment, not a bug
+            print(f"gnbench: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("gnbench: interrupted", file=sys.stderr)
+            return 130
     return 0
+
+
+def show_warning(message: Warning | str, category: type[Warning], *location: Any, **options: Any) -> None:
+    """A warning as one line, like an error (a clash of plugin names, a deprecation)."""
+    print(f"gnbench: warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

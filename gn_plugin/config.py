@@ -8,6 +8,8 @@ values and unknown component names with one line naming the key path.
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,15 +20,18 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from gn_plugin.atomic import write_atomically
 from gn_plugin.errors import GnPluginError
 from gn_plugin.registry import registry
 
 __all__ = [
-    "RECIPES", "Config", "ComponentSpec", "EvalConfig", "load_config", "parse_overrides", "config_from_dict", "save_config",
+    "RECIPES", "RESUMABLE_KEYS", "Config", "ComponentSpec", "EvalConfig", "load_config", "parse_overrides",
+    "config_from_dict", "save_config", "resume_conflicts",
 ]
 
 #: the shipped recipes and benchmark specs (package data; ``yaml_configs/`` in a checkout points here)
@@ -44,8 +49,30 @@ def _switch_from_yaml(value: Any) -> Any:
 Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_switch_from_yaml)]
 
 
+def _takes_number(annotation: Any) -> bool:
+    """Whether a field holds an int or a float (possibly among other types, as in ``int | None``)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return any(option in (int, float) for option in (typing.get_args(annotation) if union else (annotation,)))
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1, so `steps: true` would train one step
+        if isinstance(value, bool) and _takes_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _no_fixed_arguments(options: dict[str, Any], fixed: dict[str, str]) -> dict[str, Any]:
+    """``options`` unless one of them is an argument the runner passes itself (``fixed``: name -> hint)."""
+    for name in options:
+        if name in fixed:
+            raise ValueError(f"'{name}' cannot be an option: {fixed[name]}")
+    return options
 
 
 class ComponentSpec(Strict):
@@ -95,6 +122,15 @@ class ModelConfig(Strict):
     def _registered(cls, name: str) -> str:
         return _known("model", name)
 
+    @field_validator("options")
+    @classmethod
+    def _not_fixed(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return _no_fixed_arguments(options, {
+            "z_dim": "set model.z_dim", "width": "set model.width",
+            "num_classes": "set model.conditional (the classes are the data set's)",
+            "channels": "the data set's channels are used",
+        })
+
 
 class DataConfig(Strict):
     name: str = Field("digits", description="registered data set")
@@ -121,6 +157,14 @@ class DataConfig(Strict):
     @classmethod
     def _registered(cls, name: str) -> str:
         return _known("dataset", name)
+
+    @field_validator("options")
+    @classmethod
+    def _not_fixed(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return _no_fixed_arguments(options, {
+            "root": "set data.root", "resolution": "set data.resolution",
+            "split": "training reads the train split (the real-vs-real floor the test split, where there is one)",
+        })
 
 
 class EmaConfig(Strict):
@@ -235,6 +279,7 @@ class Config(Strict):
     @classmethod
     def _norm_registered(cls, spec: ComponentSpec) -> ComponentSpec:
         _known("norm", spec.name)
+        _no_fixed_arguments(spec.options, {"discriminator": "the norm wraps the model's discriminator"})
         return spec
 
     @field_validator("loss")
@@ -260,16 +305,80 @@ class Config(Strict):
 
 
 # -- loading ---------------------------------------------------------------------------------------
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping read with ``safe_load``; a missing file or bad YAML is a one-line error."""
-    if not path.is_file():
-        raise GnPluginError(f"config file not found: {path}")
+#: Bounds on what a config file may hold; far above any real config, far below what exhausts memory.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 100_000  # counted with YAML aliases expanded (an alias bomb is small until expanded)
+MAX_CONFIG_DEPTH = 32
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`, merged by the base class
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                continue  # the base class reports an unhashable key
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def check_size(data: Any, source: str) -> None:
+    """Refuse data with more than :data:`MAX_CONFIG_VALUES` values or deeper than :data:`MAX_CONFIG_DEPTH`."""
+    count, pending = 0, [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise GnPluginError(f"{source}: more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded")
+        if depth > MAX_CONFIG_DEPTH:
+            raise GnPluginError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels")
+        if isinstance(value, dict):
+            pending += [(item, depth + 1) for pair in value.items() for item in pair]
+        elif isinstance(value, (list, tuple)):
+            pending += [(item, depth + 1) for item in value]
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text read with a safe loader (no Python tags), duplicate keys refused, size bounded."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise GnPluginError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise GnPluginError(f"{source}: invalid YAML{where}: {_one_line(getattr(exc, 'problem', None) or exc)}") from None
+    except RecursionError:
+        raise GnPluginError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+    check_size(data, source)
+    return data
+
+
+def read_text(path: Path) -> str:
+    """A config file's text: at most :data:`MAX_CONFIG_BYTES`, UTF-8."""
+    if not path.is_file():
+        raise GnPluginError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise GnPluginError(f"{path}: {path.stat().st_size} bytes is too large for a config (at most {MAX_CONFIG_BYTES})")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GnPluginError(f"{path}: not a UTF-8 text file (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping read with a safe loader; a missing, binary or malformed file is a one-line error."""
+    data = parse_yaml(read_text(path), str(path)) or {}
     if not isinstance(data, dict):
         raise GnPluginError(f"{path}: a config must be a mapping, got {type(data).__name__}")
     return data
@@ -306,14 +415,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        parts = key.split(".")
+        if not sep or not all(parts):
             raise GnPluginError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=100")
-        value = yaml.safe_load(raw) if raw else ""
+        value = parse_yaml(raw, f"--set {item!r}") if raw else ""
         node = result
-        *parents, leaf = key.split(".")
-        for part in parents:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[leaf] = value
+            if not isinstance(node, dict):
+                section = ".".join(parts[: depth + 1])
+                raise GnPluginError(
+                    f"--set {item!r}: an earlier --set gave {section} a value, so it has no key {parts[depth + 1]!r}"
+                )
+        node[parts[-1]] = value
     return result
 
 
@@ -353,5 +467,35 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def save_config(config: Config, path: Path) -> None:
-    """Write the fully resolved config (no ``base:``): enough to reproduce the run."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the fully resolved config (no ``base:``) atomically: enough to reproduce the run."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False).encode()
+    write_atomically(path, lambda file: file.write(text))
+
+
+# -- what a resumed run may change -----------------------------------------------------------------
+#: Keys a resumed run may change (a key or a whole section): how long it trains, how often it logs,
+#: samples, evaluates and checkpoints, how it is evaluated, how many processes read the data.
+#: None of them changes what a training step computes.
+RESUMABLE_KEYS = (
+    "train.steps", "train.log_every", "train.sample_every", "train.sample_count", "train.checkpoint_every",
+    "data.num_workers", "eval",
+)
+COMPONENT_KEYS = ("norm", "loss", "regularizers")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data and prefix.rstrip(".") not in COMPONENT_KEYS:
+        return {key: value for name, inner in data.items() for key, value in _flatten(inner, f"{prefix}{name}.").items()}
+    return {prefix.rstrip("."): data}
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs (``norm``, ``loss``, ``regularizers`` whole)."""
+    before, after = _flatten(old.to_dict()), _flatten(new.to_dict())
+    return sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+
+
+def resume_conflicts(saved: Config, new: Config) -> list[str]:
+    """The keys ``new`` changes relative to ``saved`` that a resumed run may not change (:data:`RESUMABLE_KEYS`)."""
+    allowed = lambda key: any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)  # noqa: E731
+    return [key for key in changed_keys(saved, new) if not allowed(key)]

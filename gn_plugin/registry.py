@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, TypeVar
 
-from gn_plugin.errors import GnPluginError
+from gn_plugin.errors import GnPluginError, first_line
 
 __all__ = [
     "KINDS",
@@ -46,6 +47,13 @@ KINDS: dict[str, str] = {
 }
 
 T = TypeVar("T")
+
+#: the distribution that ships the built-in components
+BUILTIN_DISTRIBUTION = "gn-plugin"
+
+
+class NameClash(UserWarning):
+    """A plugin claims the name of a built-in component (the built-in is used)."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +80,14 @@ class Registry:
         self._local: dict[str, tuple[Callable[..., Any], ComponentInfo]] = {}
         self._entry_points: dict[str, list[EntryPoint]] | None = None
         self._loaded: dict[str, Callable[..., Any]] = {}
+        self._clashes_reported: set[str] = set()
 
     # -- discovery -----------------------------------------------------------------------------
     def refresh(self) -> None:
         """Forget what was discovered so the next lookup re-reads the installed entry points."""
         self._entry_points = None
         self._loaded.clear()
+        self._clashes_reported.clear()
 
     def _discovered(self) -> dict[str, list[EntryPoint]]:
         if self._entry_points is None:
@@ -110,19 +120,37 @@ class Registry:
         return GnPluginError(f"unknown {self.kind} '{name}'{hint} (available: {available})")
 
     def _single_entry_point(self, name: str) -> EntryPoint:
-        claims = self._discovered().get(name)
+        """The entry point ``name`` selects: ``name@distribution`` picks a claim; a built-in wins a clash."""
+        base, _, distribution = name.partition("@")
+        claims = self._discovered().get(base)
         if not claims:
             raise self._unknown(name)
-        if len(claims) > 1:
-            who = " and ".join(f"'{_distribution_name(ep)}' ({ep.value})" for ep in claims)
-            raise GnPluginError(
-                f"{self.kind} '{name}' is claimed by {len(claims)} distributions: {who}; "
-                "uninstall one or rename its entry point"
-            )
-        return claims[0]
+        if distribution:
+            chosen = [ep for ep in claims if _distribution_name(ep) == distribution]
+            if not chosen:
+                who = ", ".join(_distribution_name(ep) for ep in claims)
+                raise GnPluginError(f"{self.kind} '{base}' is not provided by '{distribution}' (provided by: {who})")
+            return chosen[0]
+        if len(claims) == 1:
+            return claims[0]
+        builtin = [ep for ep in claims if _distribution_name(ep) == BUILTIN_DISTRIBUTION]
+        others = ", ".join(f"'{_distribution_name(ep)}' ({ep.value})" for ep in claims if ep not in builtin)
+        if builtin:
+            if base not in self._clashes_reported:
+                self._clashes_reported.add(base)
+                other = next(_distribution_name(ep) for ep in claims if ep not in builtin)
+                warnings.warn(
+                    f"{self.kind} '{base}' is also claimed by {others}; the built-in is used "
+                    f"('{base}@{other}' selects the other)", NameClash, stacklevel=3,
+                )
+            return builtin[0]
+        raise GnPluginError(
+            f"{self.kind} '{base}' is claimed by {len(claims)} distributions: {others.replace(', ', ' and ')}; "
+            f"select one as '{base}@<distribution>', uninstall one or rename its entry point"
+        )
 
     def get(self, name: str) -> Callable[..., Any]:
-        """The factory registered as ``name``, importing its plugin if needed."""
+        """The factory registered as ``name`` (or ``name@distribution``), importing its plugin if needed."""
         if name in self._local:
             return self._local[name][0]
         if name in self._loaded:
@@ -130,24 +158,46 @@ class Registry:
         ep = self._single_entry_point(name)
         try:
             factory = ep.load()
-        except Exception as exc:  # a broken plugin must not take the others down
+        except (Exception, SystemExit) as exc:  # a broken plugin, even one that exits, must not take the others down
             raise GnPluginError(
                 f"{self.kind} plugin '{name}' from distribution '{_distribution_name(ep)}' "
-                f"(entry point {ep.value}) failed to load: {type(exc).__name__}: {exc}"
+                f"(entry point {ep.value}) failed to load: {type(exc).__name__}: {first_line(exc)}"
             ) from exc
         self._loaded[name] = factory
         return factory
 
+    def _provider(self, name: str) -> str:
+        """The distribution (or in-process module) that provides ``name``, for messages."""
+        try:
+            return self.info(name).provider
+        except GnPluginError:
+            return "unknown provider"
+
     def create(self, name: str, *args: Any, **options: Any) -> Any:
-        """Call the factory ``name`` with ``options``; unknown options are a one-line error."""
+        """Call the factory ``name`` with ``options``; bad options and a factory that raises are one-line errors."""
         factory = self.get(name)
         try:
-            inspect.signature(factory).bind(*args, **options)
-        except TypeError as exc:
-            raise GnPluginError(f"{self.kind} '{name}': {exc}") from None
+            signature = inspect.signature(factory)
         except ValueError:  # some builtins have no signature; let the call itself decide
-            pass
-        return factory(*args, **options)
+            signature = None
+        if signature is not None:
+            try:
+                bound = signature.bind(*args, **options)
+            except TypeError as exc:
+                raise GnPluginError(f"{self.kind} '{name}': {exc}") from None
+            for option, value in bound.arguments.items():
+                default = signature.parameters[option].default
+                if isinstance(value, bool) and isinstance(default, (int, float)) and not isinstance(default, bool):
+                    raise GnPluginError(f"{self.kind} '{name}': option '{option}' expects a number, got {str(value).lower()}")
+        try:
+            return factory(*args, **options)
+        except GnPluginError:
+            raise
+        except Exception as exc:  # a plugin's (or a built-in's) own failure, named by who provides it
+            raise GnPluginError(
+                f"{self.kind} '{name}' from '{self._provider(name)}' failed with these options: "
+                f"{type(exc).__name__}: {first_line(exc)}"
+            ) from exc
 
     def register(
         self, name: str, obj: T | None = None, *, override: bool = False

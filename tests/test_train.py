@@ -127,7 +127,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     finally:
         registry("loss").unregister("nan-after-12-test")
     message = str(error.value)
-    assert "before step 13" in message and "NaN or infinite" in message and "latest.pt" in message
+    assert "at step 13" in message and "NaN or infinite" in message and "latest.pt (step 10)" in message
     state = checkpoint.load(RunFiles(tmp_path / "run").latest_checkpoint)
     assert state["step"] == 10
     assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,15 @@ class ImageDataset(Dataset):
     num_classes: int = 0
     metric_space: str = "inception"
     cleanfid_reference: tuple[str, int, str] | None = None
+
+    def feed_digest(self, digest: Any) -> None:
+        """Feed every image to ``digest`` (a :mod:`hashlib` object), which then tells versions of the data apart.
+
+        This default decodes every item; data sets that hold their images encoded or as arrays feed
+        those bytes instead, which is far cheaper.
+        """
+        for index in range(len(self)):
+            digest.update(torch.as_tensor(self[index][0]).contiguous().numpy())
 
 
 class TensorImageDataset(ImageDataset):
@@ -59,6 +69,9 @@ class TensorImageDataset(ImageDataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.images[index], self.labels[index]
+
+    def feed_digest(self, digest: Any) -> None:
+        digest.update(self.images.contiguous().numpy())
 
 
 def to_unit_range(images: Tensor) -> Tensor:
@@ -100,6 +113,18 @@ def decode_image(source: str | os.PathLike[str] | bytes, resolution: int, *, ori
         raise GnPluginError(f"{origin}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
+def worker_error(error: GnPluginError) -> GnPluginError:
+    """``error`` as raised in a ``DataLoader`` worker, back to its own one line.
+
+    PyTorch re-raises a worker's exception in the training process with the worker's traceback
+    added to the message; the traceback's last line is the original message.
+    """
+    lines = str(error).strip().splitlines()
+    if len(lines) < 2:
+        return error
+    return GnPluginError(lines[-1].removeprefix(f"{GnPluginError.__module__}.{GnPluginError.__qualname__}: "))
+
+
 class EncodedImageDataset(ImageDataset):
     """Unlabelled images kept encoded (files or bytes) and decoded per item by :func:`decode_image`.
 
@@ -123,6 +148,17 @@ class EncodedImageDataset(ImageDataset):
     def encoded(self, index: int) -> tuple[str | bytes, str]:
         """The encoded image ``index`` (a path or bytes) and where it comes from, for error messages."""
         raise NotImplementedError
+
+    def feed_digest(self, digest: Any) -> None:
+        """The encoded bytes of every image (files are read, not decoded)."""
+        for index in range(len(self)):
+            source, _ = self.encoded(index)
+            if isinstance(source, bytes):
+                digest.update(source)
+            else:
+                with open(source, "rb") as file:
+                    for chunk in iter(lambda: file.read(1 << 20), b""):
+                        digest.update(chunk)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         source, origin = self.encoded(index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision import datasets
@@ -44,6 +45,14 @@ class TorchvisionImages(ImageDataset):
         image, label = self.images[index]
         label = label if self.num_classes else 0  # torchvision marks unlabelled STL-10 images -1
         return image_to_tensor(image, self.resolution), torch.tensor(label, dtype=torch.int64)
+
+    def feed_digest(self, digest: Any) -> None:
+        """CIFAR-10's and STL-10's pixels as torchvision holds them (one array), else every decoded image."""
+        pixels = getattr(self.images, "data", None)
+        if isinstance(pixels, np.ndarray):
+            digest.update(np.ascontiguousarray(pixels))
+        else:
+            super().feed_digest(digest)
 
 
 def _load(name: str, kind: type[VisionDataset], root: str, **options: Any) -> VisionDataset:

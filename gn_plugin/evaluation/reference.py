@@ -2,13 +2,16 @@
 
 A data set that names clean-fid's statistics (``cleanfid_reference``) uses them; any other is run
 through the extractor once and cached as ``.npz`` in ``eval.cache_dir``, keyed by the data set's
-name, resolution, the extractor's weights and a fingerprint of its images.
+name, resolution, the extractor's weights and a fingerprint of all its images. An unreadable cache
+file is computed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +45,16 @@ def cleanfid_reference(name: str, resolution: int, split: str, *, with_features:
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
-    """Short hash of the size and the first, middle and last images: tells same-named data sets apart."""
+    """Short hash of every image as the data set stores it, and of the first, middle and last as decoded.
+
+    The stored bytes (files, arrays, tensors: :meth:`ImageDataset.feed_digest`) change with any image;
+    the decoded ones with the way images are cropped and resized.
+    """
     digest = hashlib.sha256(str(len(dataset)).encode())
+    if isinstance(dataset, ImageDataset):
+        dataset.feed_digest(digest)
+    else:
+        ImageDataset.feed_digest(dataset, digest)  # type: ignore[arg-type]
     for index in sorted({0, len(dataset) // 2, len(dataset) - 1}):
         digest.update(torch.as_tensor(dataset[index][0]).cpu().numpy().tobytes())
     return digest.hexdigest()[:12]
@@ -64,18 +75,27 @@ def save_reference(reference: ReferenceStats, path: Path) -> None:
 
 
 def load_reference(path: Path) -> ReferenceStats:
-    """Reference statistics written by :func:`save_reference`."""
-    with np.load(path) as stats:
-        return ReferenceStats(stats["mu"], stats["sigma"], stats["features"])
+    """Reference statistics written by :func:`save_reference`; an unreadable file is a one-line error."""
+    try:
+        with np.load(path) as stats:
+            reference = ReferenceStats(stats["mu"], stats["sigma"], stats["features"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise GnPluginError(f"{path}: unreadable reference statistics ({type(exc).__name__}: {exc})") from None
+    if reference.mu.ndim != 1 or reference.sigma.shape != (len(reference.mu),) * 2:
+        raise GnPluginError(f"{path}: unreadable reference statistics (mean {reference.mu.shape}, covariance {reference.sigma.shape})")
+    return reference
 
 
 def dataset_reference(
     dataset: ImageDataset, extractor: FeatureExtractor, batch_size: int, cache_dir: str
 ) -> ReferenceStats:
-    """Reference statistics of ``dataset``: read from the cache, or computed once and cached."""
+    """Reference statistics of ``dataset``: read from the cache, or computed once and cached (again if unreadable)."""
     path = reference_cache_path(cache_dir, dataset, extractor)
     if path.is_file():
-        return load_reference(path)
+        try:
+            return load_reference(path)
+        except GnPluginError as exc:
+            warnings.warn(f"{exc}; computing them again", stacklevel=2)
     reference = ReferenceStats.from_features(extract(dataset_batches(dataset, batch_size), extractor).features)
     save_reference(reference, path)
     return reference

@@ -13,21 +13,20 @@ import argparse
 import datetime
 import json
 import os
-import queue
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gn_plugin.atomic import write_atomically
 from gn_plugin.config import Config
 from gn_plugin.data.base import ImageDataset
-from gn_plugin.errors import GnPluginError
+from gn_plugin.errors import GnPluginError, Interrupted
 from gn_plugin.evaluation.evaluator import Evaluator
 from gn_plugin.experiments.invocations import Invocation, record_invocation
 from gn_plugin.experiments.machine import (
@@ -38,7 +37,9 @@ from gn_plugin.experiments.machine import (
 )
 from gn_plugin.experiments.pages import write_docs_page, write_report
 from gn_plugin.experiments.spec import Cell, find_spec, floor_key, prepare
-from gn_plugin.training.build import build_dataset, build_dataset_and_models
+from gn_plugin.training.build import build_dataset, build_dataset_and_models, check_components
+from gn_plugin.training.run_dir import LOCK_FILE, RunLock
+from gn_plugin.training.stopping import stop_signals
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -66,45 +67,66 @@ def job_environments(jobs: int) -> list[dict[str, str]]:
 def run_cells(cells: list[Cell], jobs: int, log: Callable[[str], None] = print) -> list[Cell]:
     """Run ``cells`` as ``gnbench train`` processes, ``jobs`` at a time; returns the cells that failed.
 
-    Each process writes its output to the cell's log file.
+    Each process writes its output to the cell's log file and runs in its own session, so a signal
+    reaches it only through the bench: one SIGINT (Ctrl-C) or SIGTERM stops launching queued cells
+    at once and is forwarded to the running ones, which checkpoint and exit; the bench waits for
+    them and raises :class:`~gn_plugin.errors.Interrupted`. A further signal is forwarded again
+    (a cell then stops at once).
     """
     environments = job_environments(jobs)
-    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for slot in range(jobs):
-        slots.put(slot)
-
-    def run(cell: Cell) -> tuple[int, float]:
-        slot = slots.get()
-        started = time.perf_counter()
-        try:
-            cell.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(cell.log_path, "a") as output:
-                command = [sys.executable, "-m", "gn_plugin.cli", *cell.command()[1:]]
-                process = subprocess.run(command, check=False, stdout=output, stderr=subprocess.STDOUT, env=environments[slot])
-        finally:
-            slots.put(slot)
-        return process.returncode, time.perf_counter() - started
-
-    failed = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run, cell): cell for cell in cells}
-        for done, future in enumerate(as_completed(futures), 1):
-            cell = futures[future]
-            code, seconds = future.result()
-            if code == 0:
-                log(f"[{done}/{len(cells)}] {cell.id}: finished in {seconds:.0f} s")
-            else:
-                failed.append(cell)
-                lines = cell.log_path.read_text().strip().splitlines() or ["(no output)"]
-                log(f"[{done}/{len(cells)}] {cell.id}: FAILED (exit {code}): {lines[-1]}")
+    queued, running, failed = list(cells), {}, []
+    forwarded, done, stopped = 0, 0, 0
+    with stop_signals(second_stops_at_once=False) as stop:
+        while running or (queued and stop.signum is None):
+            free = [slot for slot in range(jobs) if slot not in running]
+            while stop.signum is None and queued and free:
+                slot = free.pop(0)
+                running[slot] = launch(queued.pop(0), environments[slot])
+            for slot, (process, cell, started) in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del running[slot]
+                done += 1
+                progress = f"[{done}/{len(cells)}] {cell.id}"
+                if code == 0:
+                    log(f"{progress}: finished in {time.perf_counter() - started:.0f} s")
+                elif stop.signum is not None:
+                    stopped += 1
+                    log(f"{progress}: stopped (exit {code})")
+                else:
+                    failed.append(cell)
+                    lines = cell.log_path.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+                    log(f"{progress}: FAILED (exit {code}): {lines[-1]}")
+            while forwarded < stop.count:
+                for process, _, _ in running.values():
+                    process.send_signal(stop.signum)
+                forwarded += 1
+            time.sleep(0.05)
+    if stop.signum is not None:
+        raise Interrupted(
+            f"stopped by {stop.name}: {stopped} running cell(s) stopped with a checkpoint, {len(queued)} not started; "
+            "run the same command again to continue", stop.signum,
+        )
     return failed
+
+
+def launch(cell: Cell, environment: dict[str, str]) -> tuple[subprocess.Popen, Cell, float]:
+    """Start ``cell``'s ``gnbench train`` process in its own session, its output appended to its log."""
+    cell.log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "gn_plugin.cli", *cell.command()[1:]]
+    with open(cell.log_path, "a") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+        )
+    return process, cell, time.perf_counter()
 
 
 # -- the real-vs-real floor ------------------------------------------------------------------------
 def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
     """Real-vs-real metrics per distinct data/model/eval setting, computed once and kept in ``floor.json``."""
     path = root / "floor.json"
-    floors = json.loads(path.read_text()) if path.is_file() else {}
+    floors = read_floors(path)
     for cell in cells:
         key = floor_key(cell.config)
         if key in floors:
@@ -123,8 +145,23 @@ def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
                 else f"one random half of {dataset.name} against the other half"
             ),
         }
-        path.write_text(json.dumps(floors, indent=2))
+        text = json.dumps(floors, indent=2).encode()
+        write_atomically(path, lambda file: file.write(text))
     return floors
+
+
+def read_floors(path: Path) -> dict[str, dict[str, Any]]:
+    """The floors kept in ``floor.json``; an unreadable file or entry is recomputed (it is only a cache)."""
+    if not path.is_file():
+        return {}
+    try:
+        kept = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        kept = None
+    if not isinstance(kept, dict):
+        print(f"{path} is unreadable; computing the floors again", file=sys.stderr)
+        return {}
+    return {key: floor for key, floor in kept.items() if isinstance(floor, dict) and isinstance(floor.get("metrics"), dict)}
 
 
 def held_out_split(config: Config, dataset: ImageDataset) -> ImageDataset | None:
@@ -143,6 +180,19 @@ def floor_device(config: Config) -> str:
 
 
 # -- the command -----------------------------------------------------------------------------------
+def check_cells(cells: list[Cell]) -> None:
+    """Build every cell's components once (models on the meta device): a bad option fails before any cell runs."""
+    datasets: dict[str, ImageDataset] = {}
+    for cell in cells:
+        data = json.dumps(cell.config.data.model_dump(mode="json"), sort_keys=True)
+        try:
+            if data not in datasets:
+                datasets[data] = build_dataset(cell.config)
+            check_components(cell.config, datasets[data])
+        except GnPluginError as exc:
+            raise GnPluginError(f"cell {cell.id}: {exc}") from None
+
+
 def execute(
     cells: list[Cell], jobs: int, *, print_commands: bool = False, log: Callable[[str], None] = print
 ) -> Invocation | None:
@@ -153,9 +203,15 @@ def execute(
             print(shlex.join(cell.command()))
         return None
     root = cells[0].root
-    log(f"{len(cells)} runs in {root}: {len(cells) - len(pending)} finished, {len(pending)} to run, {jobs} at a time")
-    started, clock, before = datetime.datetime.now().astimezone(), time.perf_counter(), load_average()
-    failed = run_cells(pending, jobs, log) if pending else []
+    lock = RunLock(root / LOCK_FILE)  # one bench per output folder
+    lock.acquire()
+    try:
+        check_cells(pending)
+        log(f"{len(cells)} runs in {root}: {len(cells) - len(pending)} finished, {len(pending)} to run, {jobs} at a time")
+        started, clock, before = datetime.datetime.now().astimezone(), time.perf_counter(), load_average()
+        failed = run_cells(pending, jobs, log) if pending else []
+    finally:
+        lock.release()
     after = load_average()
     invocation = Invocation(
         started_at=started.isoformat(timespec="seconds"), elapsed_s=time.perf_counter() - clock, jobs=jobs,

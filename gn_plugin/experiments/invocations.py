@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from gn_plugin.training.run_dir import append_jsonl, read_jsonl
 
 INVOCATIONS_FILE = "invocations.jsonl"
 
@@ -27,11 +28,9 @@ class Invocation:
 
 def record_invocation(root: Path, invocation: Invocation) -> None:
     """Append ``invocation`` to the output folder's record."""
-    with open(root / INVOCATIONS_FILE, "a") as file:
-        file.write(json.dumps(asdict(invocation)) + "\n")
+    append_jsonl(root / INVOCATIONS_FILE, asdict(invocation))
 
 
 def read_invocations(root: Path) -> list[dict[str, Any]]:
-    """The recorded invocations that ran something, oldest first."""
-    path = root / INVOCATIONS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    """The recorded invocations that ran something, oldest first (a line torn by a kill is skipped)."""
+    return read_jsonl(root / INVOCATIONS_FILE)[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,10 +34,7 @@ def evaluations(cell: Cell) -> list[dict[str, Any]]:
 
 def training_speed(cell: Cell) -> float | None:
     """Median generator steps per second over the logging intervals (robust to evaluation pauses)."""
-    path = cell.files.scalars
-    if not path.is_file():
-        return None
-    speeds = [json.loads(line).get("speed/steps_per_s") for line in path.read_text().splitlines() if line.strip()]
+    speeds = [record.get("speed/steps_per_s") for record in cell.files.read_scalars()]
     speeds = [s for s in speeds if s is not None]
     return statistics.median(speeds) if speeds else None
 
@@ -52,7 +48,7 @@ def run_row(cell: Cell, metrics: Sequence[str]) -> dict[str, Any]:
     records = evaluations(cell)
     if not cell.finished or not records:
         return {**row, "status": "unfinished"}
-    summary = json.loads(cell.files.summary.read_text())
+    summary = cell.files.read_summary()
     key = cell.config.eval.best_metric
     pick = max if higher_is_better(key) else min
     best = pick((r for r in records if r.get(key) is not None), key=lambda r: r[key], default=records[-1])

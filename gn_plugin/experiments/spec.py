@@ -20,6 +20,7 @@ replace the layer below wholesale (so ``sn`` never inherits ``gn-cr``'s options)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -96,6 +97,10 @@ class BenchSpec(Strict):
         for key, values in grid.items():
             if not values:
                 raise ValueError(f"grid key '{key}' has no values")
+            written = [json.dumps(value, sort_keys=True) for value in values]
+            twice = next((value for value, text in zip(values, written) if written.count(text) > 1), None)
+            if twice is not None:
+                raise ValueError(f"grid key '{key}' lists {value_label(twice)} more than once")
         return grid
 
     @field_validator("seeds")
@@ -134,9 +139,14 @@ def load_spec(path: str | Path) -> BenchSpec:
 
 # -- cells -----------------------------------------------------------------------------------------
 def value_label(value: Any) -> str:
-    """Short text for a grid value: a component's name, names joined by +, or the value itself."""
+    """Short text for a grid value that tells distinct values apart: ``gn``, ``gn-cr(consistency_weight=10)``,
+    names joined by +, or the value itself."""
     if isinstance(value, dict) and "name" in value:
-        return str(value["name"])
+        options = {**value.get("options", {}), **{k: v for k, v in value.items() if k not in ("name", "options")}}
+        settings = ", ".join(f"{key}={value_label(option)}" for key, option in options.items())
+        return f"{value['name']}({settings})" if settings else str(value["name"])
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={value_label(inner)}" for key, inner in value.items())
     if isinstance(value, list):
         return "+".join(value_label(v) for v in value) or "none"
     return str(value)
@@ -157,6 +167,7 @@ class Cell:
     seed: int
     config: Config
     root: Path
+    suffix: str = ""  # a short hash of the config where two distinct cells' labels would share a folder name
 
     @property
     def group(self) -> str:
@@ -168,8 +179,10 @@ class Cell:
 
     @property
     def id(self) -> str:
+        """The cell's folder name: method, grid values and seed (distinct cells have distinct ids)."""
         parts = [self.method] + [f"{axis_name(k)}-{value_label(v)}" for k, v in self.variant] + [f"seed{self.seed}"]
-        return re.sub(r"[^\w.+-]+", "-", "__".join(p for p in parts if p))
+        parts = [re.sub(r"[^\w.+-]+", "-", part).strip("-") for part in parts if part]
+        return "__".join(parts) + (f"__{self.suffix}" if self.suffix else "")
 
     config_path = property(lambda self: self.root / "configs" / f"{self.id}.yaml")
     run_dir = property(lambda self: self.root / "runs" / self.id)
@@ -247,15 +260,37 @@ def expand(spec: BenchSpec, spec_path: str | Path, root: Path, overrides: list[s
                 where = ", ".join([f"method '{method}'"] * bool(method) + [f"{k}={value_label(v)}" for k, v in variant])
                 config = config_from_dict(data, source=f"{spec_path} ({where or 'base'}, seed {seed})")
                 cells.append(Cell(method, tuple(variant), seed, config, root))
-    return cells
+    return distinct(cells, spec_path)
 
+
+def config_digest(config: Config) -> str:
+    """Short hash of a resolved config."""
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def distinct(cells: list[Cell], spec_path: Path) -> list[Cell]:
+    """``cells``, refusing two with the same config and giving distinct configs distinct ids.
+
+    Where two distinct cells' labels would name one folder, each gets a short hash of its config.
+    """
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        earlier = seen.setdefault(config_digest(cell.config), cell)
+        if earlier is not cell:
+            raise GnPluginError(
+                f"{spec_path}: cells '{earlier.id}' and '{cell.id}' have the same config; drop one of them"
+            )
+    ids = [cell.id for cell in cells]
+    return [
+        dataclasses.replace(cell, suffix=config_digest(cell.config)) if ids.count(cell.id) > 1 else cell
+        for cell in cells
+    ]
 
 
 def floor_key(config: Config) -> str:
     """Cells with the same data, model and evaluation share one floor."""
     relevant = {k: v for k, v in config.to_dict().items() if k in ("data", "model", "eval")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
-
 
 
 # -- what a finished run must still match ----------------------------------------------------------

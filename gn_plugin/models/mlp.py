@@ -79,6 +79,8 @@ def mlp(
     class-conditional: G appends a label embedding to z, D adds a projection term.
     ``generator_batchnorm=False`` drops G's BatchNorm (its statistics are per process under torchrun).
     """
+    if depth < 0 or hidden < 1:
+        raise ValueError(f"depth must be >= 0 and hidden >= 1, got depth={depth}, hidden={hidden}")
     units = scaled(hidden, width)
     return GANPair(
         MLPGenerator(z_dim, num_classes, channels, resolution, units, depth, generator_batchnorm),

@@ -40,6 +40,13 @@ class Regularizer(Protocol):
     ) -> Tensor: ...
 
 
+def checked_weight(weight: float) -> float:
+    """``weight`` if it is a finite number >= 0: a negative penalty would reward what it should punish."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+        raise ValueError(f"weight must be a number >= 0, got {weight!r}")
+    return weight
+
+
 def scores_views(regularizer: object) -> bool:
     """Whether ``regularizer`` declares ``augment`` and ``from_scores`` (it can join a fused D pass)."""
     return callable(getattr(regularizer, "augment", None)) and callable(getattr(regularizer, "from_scores", None))

@@ -7,6 +7,7 @@ from typing import Callable
 from torch import Tensor, nn
 
 from gn_plugin.augment import flip_and_translate
+from gn_plugin.regularizers.base import checked_weight
 
 
 def consistency_term(
@@ -39,7 +40,7 @@ class ConsistencyRegularizer:
     """
 
     def __init__(self, weight: float = 10.0, max_translation: float = 0.2) -> None:
-        self.weight = weight
+        self.weight = checked_weight(weight)
         self.max_translation = max_translation
 
     def augment(self, images: Tensor) -> Tensor:

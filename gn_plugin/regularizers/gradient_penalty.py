@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from gn_plugin.regularizers.base import input_gradient_norms
+from gn_plugin.regularizers.base import checked_weight, input_gradient_norms
 
 
 class GradientPenalty:
@@ -15,7 +15,7 @@ class GradientPenalty:
     """
 
     def __init__(self, weight: float = 10.0) -> None:
-        self.weight = weight
+        self.weight = checked_weight(weight)
 
     def __call__(
         self,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from gn_plugin.regularizers.base import input_gradient_norms
+from gn_plugin.regularizers.base import checked_weight, input_gradient_norms
 
 
 class R1Penalty:
     """weight / 2 · mean(‖∇ₓD(x_real)‖₂²)."""
 
     def __init__(self, weight: float = 10.0) -> None:
-        self.weight = weight
+        self.weight = checked_weight(weight)
 
     def __call__(
         self,

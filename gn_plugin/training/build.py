@@ -127,15 +127,20 @@ def fuses_views(config: Config, wrapper: nn.Module, regularizers: dict[str, Any]
 
 # -- a whole run -----------------------------------------------------------------------------------
 def resolve_device(name: str, group: distributed.ProcessGroup) -> torch.device:
-    """``auto`` means this process's GPU when there is one, else the CPU."""
+    """``auto`` means this process's GPU when there is one, else the CPU; an absent GPU is a one-line error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", group.local_rank)
     try:
-        return torch.device(name)
+        device = torch.device("cuda", group.local_rank) if name == "cuda" else torch.device(name)
     except RuntimeError:
         raise GnPluginError(f"train.device: unknown device '{name}'") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise GnPluginError(f"train.device: '{name}' but no CUDA GPU is available (use cpu or auto)")
+        if (device.index or 0) >= count:
+            raise GnPluginError(f"train.device: '{name}' but only {count} CUDA GPU{'s' * (count > 1)} visible")
+    return device
 
 
 def check_batch_sizes(config: Config, group: distributed.ProcessGroup) -> None:
@@ -149,14 +154,34 @@ def memory_format(config: Config) -> torch.memory_format:
     return torch.channels_last if config.train.channels_last else torch.contiguous_format
 
 
+def check_components(config: Config, dataset: ImageDataset | None = None) -> None:
+    """Build the models, the norm, the loss and the regularizers of ``config`` once, without allocating them.
+
+    A bad option fails here in one line, before anything runs (``gnbench bench`` checks every cell so).
+    The models are built on PyTorch's ``meta`` device; ``dataset`` defaults to building the config's.
+    """
+    dataset = dataset or build_dataset(config)
+    with torch.device("meta"):
+        pair = build_models(config, dataset)
+        build_regularizers(config, build_norm(config, pair.discriminator))
+    build_loss(config)
+
+
 def setup(config: Config, files: RunFiles, group: distributed.ProcessGroup) -> Training:
-    """Build data, models, norm, loss, regularizers, optimisers and the data stream from ``config``."""
+    """Build data, models, norm, loss, regularizers, optimisers and the data stream from ``config``.
+
+    Everything that can fail on a bad config fails here, before a step runs; nothing is written.
+    """
     check_batch_sizes(config, group)
     device = resolve_device(config.train.device, group)
     torch.manual_seed(config.train.seed)
     dataset, pair = build_dataset_and_models(config)
     generator = pair.generator.to(device, memory_format=memory_format(config))
     discriminator = build_norm(config, pair.discriminator).to(device, memory_format=memory_format(config))
+    regularizers = build_regularizers(config, discriminator)
+    loss = build_loss(config)
+    cheap_generator_step = use_cheap_step(config, discriminator, "generator")
+    cheap_discriminator_step = use_cheap_step(config, discriminator, "discriminator")
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
     betas = config.train.betas
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.train.lr_g, betas=betas)
@@ -173,19 +198,25 @@ def setup(config: Config, files: RunFiles, group: distributed.ProcessGroup) -> T
         dataset, config.train.batch_size_d, config.train.seed, device,
         num_workers=config.data.num_workers, shard=group.shard(config.train.batch_size_d), on_device=on_device,
     )
-    if group.is_main:
-        files.log(f"{config.model.name}: {describe_models(pair)}; norm {config.norm.name}, loss {config.loss.name}")
-        files.log(f"data '{config.data.name}': {len(dataset)} images, " + (
-            f"held on {device} ({decoded_bytes(dataset) / 2**20:.0f} MiB)" if on_device else "read by a DataLoader"
-        ))
-    regularizers = build_regularizers(config, discriminator)
     return Training(
         config=config, files=files, group=group, device=device, dataset=dataset,
         generator=generator, generator_ema=generator_ema, discriminator=discriminator,
-        loss=build_loss(config), regularizers=regularizers,
+        loss=loss, regularizers=regularizers,
         optimizer_g=optimizer_g, optimizer_d=optimizer_d, schedulers=schedulers, stream=stream,
-        cheap_generator_step=use_cheap_step(config, discriminator, "generator"),
-        cheap_discriminator_step=use_cheap_step(config, discriminator, "discriminator"),
+        cheap_generator_step=cheap_generator_step, cheap_discriminator_step=cheap_discriminator_step,
         fused_views=fuses_views(config, discriminator, regularizers),
         captured_discriminator_step=CapturedStep(device) if config.train.cuda_graph else None,
     )
+
+
+def describe(t: Training) -> list[str]:
+    """Lines for ``log.txt``: model sizes and components, and where the data is read from."""
+    config, dataset = t.config, t.dataset
+    pair = GANPair(t.generator, getattr(t.discriminator, "discriminator", t.discriminator))
+    held = t.stream.on_device
+    return [
+        f"{config.model.name}: {describe_models(pair)}; norm {config.norm.name}, loss {config.loss.name}",
+        f"data '{config.data.name}': {len(dataset)} images, " + (
+            f"held on {t.device} ({decoded_bytes(dataset) / 2**20:.0f} MiB)" if held else "read by a DataLoader"
+        ),
+    ]

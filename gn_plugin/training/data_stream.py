@@ -1,14 +1,21 @@
-"""An endless, seeded stream of training batches whose position can be saved and restored exactly."""
+"""An endless, seeded stream of training batches whose position can be saved and restored exactly.
+
+Nothing here draws from the global torch RNG, which training's z, flips and penalties draw from: a
+``DataLoader`` draws its workers' base seed when its iterator is built (at step 1 of a fresh run, but
+after the restored RNG in a resumed one), so every loader here has a private, seeded generator.
+"""
 
 from __future__ import annotations
 
+import signal
 from typing import Iterator
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gn_plugin.data.base import ImageDataset, TensorImageDataset
+from gn_plugin.data.base import ImageDataset, TensorImageDataset, worker_error
+from gn_plugin.errors import GnPluginError
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> Tensor:
@@ -82,6 +89,16 @@ def keeps_on_device(choice: str, dataset: ImageDataset, device: torch.device, li
     return choice == "on"
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a loader worker: leave SIGINT and SIGTERM to the training process, which stops cleanly.
+
+    Ctrl-C reaches every process of the terminal's group; a worker that died of it would fail the
+    next batch before the training process could write its checkpoint.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def decode_all(
     dataset: ImageDataset, num_workers: int, device: torch.device, batch_size: int = 256
 ) -> tuple[Tensor, Tensor]:
@@ -95,10 +112,17 @@ def decode_all(
     images = torch.empty(shape, dtype=torch.float32, device=device)
     labels = torch.empty(size, dtype=torch.int64, device=device)
     start = 0
-    for batch_images, batch_labels in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
-        stop = start + len(batch_labels)
-        images[start:stop], labels[start:stop] = batch_images, batch_labels
-        start = stop
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0), worker_init_fn=ignore_stop_signals,
+    )
+    try:
+        for batch_images, batch_labels in loader:
+            stop = start + len(batch_labels)
+            images[start:stop], labels[start:stop] = batch_images, batch_labels
+            start = stop
+    except GnPluginError as exc:
+        raise worker_error(exc) from None
     return images, labels
 
 
@@ -144,6 +168,11 @@ class BatchStream:
         elif on_device:
             self._tensors = decode_all(dataset, num_workers, device)
 
+    @property
+    def on_device(self) -> bool:
+        """Whether the data set is held decoded on the device (else a ``DataLoader`` reads it)."""
+        return self._tensors is not None
+
     def __next__(self) -> tuple[Tensor, Tensor]:
         if self._tensors is not None:
             if self._indices is None:
@@ -158,9 +187,13 @@ class BatchStream:
                 loader = DataLoader(
                     self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
                     pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0,
+                    generator=torch.Generator().manual_seed(self.seed), worker_init_fn=ignore_stop_signals,
                 )
                 self._loader = iter(loader)
-            images, labels = next(self._loader)
+            try:
+                images, labels = next(self._loader)
+            except GnPluginError as exc:
+                raise worker_error(exc) from None
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
         self.position += self.batch_size

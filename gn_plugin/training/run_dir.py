@@ -1,14 +1,106 @@
-"""The files of one run directory: config, checkpoints, TensorBoard events, samples and results."""
+"""The files of one run directory: config, checkpoints, TensorBoard events, samples and results.
+
+One process writes a run directory at a time: :class:`RunLock` holds ``.lock`` (with the owner's
+pid and host) for as long as it trains. The logs ``scalars.jsonl`` and ``results.jsonl`` are
+append-only; a line torn by a kill or a full disk is skipped by readers and dropped on resume.
+"""
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from gn_plugin.atomic import write_atomically
 from gn_plugin.errors import GnPluginError
+
+LOCK_FILE = ".lock"
+#: what a run writes into its directory
+RUN_FILES = ("config.yaml", "log.txt", "scalars.jsonl", "results.jsonl", "summary.json", "checkpoints", "samples", "tensorboard")
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``path``, which names its owner (pid, host, start time).
+
+    The kernel releases the lock when its owner dies, however it dies, so a lock file left by a
+    killed process is recognised as stale and taken over.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock; returns the owner a stale lock file named (None if there was none)."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 4096).decode(errors="replace").strip() or "owner unknown"
+                os.close(fd)
+                raise GnPluginError(
+                    f"{self.path.parent} is being written by another gnbench process ({owner}); "
+                    "wait for it to finish or stop it"
+                ) from None
+            if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                break
+            os.close(fd)  # the previous owner removed the file between our open and our lock: try again
+        stale = os.read(fd, 4096).decode(errors="replace").strip() or None
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, since {started}\n".encode(), 0)
+        self._fd = fd
+        return stale
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of a JSON-lines file and how many of its lines are unreadable (torn by a kill or a full disk)."""
+    if not path.is_file():
+        return [], 0
+    records, unreadable = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            unreadable += 1
+    return records, unreadable
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` to ``path``; a failed write (full or read-only disk) is a one-line error naming the file."""
+    try:
+        with open(path, "ab+") as file:
+            if file.seek(0, os.SEEK_END) > 0:
+                file.seek(-1, os.SEEK_END)
+                if file.read(1) != b"\n":
+                    text = "\n" + text  # a torn last line stays on its own line, where readers skip it
+            file.write(text.encode())
+    except OSError as exc:
+        raise GnPluginError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` to a JSON-lines file as one line."""
+    append_text(path, json.dumps(record) + "\n")
 
 
 class RunFiles:
@@ -18,6 +110,8 @@ class RunFiles:
         self.root = root
         self.writer = writer
         self._tensorboard = None
+        self._purge_step: int | None = None
+        self._lock = RunLock(root / LOCK_FILE)
 
     config = property(lambda self: self.root / "config.yaml")
     checkpoints = property(lambda self: self.root / "checkpoints")
@@ -28,22 +122,41 @@ class RunFiles:
     summary = property(lambda self: self.root / "summary.json")
     samples = property(lambda self: self.root / "samples")
 
-    def prepare(self, resume: bool) -> None:
-        """Create the directory; refuse to start a new run over an existing one (nothing is overwritten)."""
-        if resume:
-            if not self.latest_checkpoint.is_file():
-                raise GnPluginError(f"--resume: no checkpoint at {self.latest_checkpoint}")
-        elif self.latest_checkpoint.exists() or self.results.exists():
-            raise GnPluginError(f"run directory {self.root} already holds a run; pass --resume or choose another --out")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.samples.mkdir(exist_ok=True)
+    # -- one writer ----------------------------------------------------------------------------
+    def lock(self) -> str | None:
+        """Create the directory if needed and take its lock; returns a stale owner's description, if any."""
+        if self.root.exists() and not self.root.is_dir():
+            raise GnPluginError(f"run directory {self.root} is a file, not a directory")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GnPluginError(f"cannot create run directory {self.root}: {exc.strerror}") from None
+        return self._lock.acquire()
+
+    def unlock(self) -> None:
+        self._lock.release()
+
+    def holds_run(self) -> bool:
+        """Whether anything a run writes is in the directory."""
+        return any((self.root / name).exists() for name in RUN_FILES)
+
+    def remove_temporary_files(self) -> list[Path]:
+        """Delete the temporary files of atomic writes a killed process left behind (run under the lock)."""
+        leftovers = [p for folder in (self.root, self.checkpoints) for p in folder.glob(".*.tmp") if p.is_file()]
+        for path in leftovers:
+            path.unlink()
+        return leftovers
+
+    # -- writing -------------------------------------------------------------------------------
+    def create(self) -> None:
+        self.samples.mkdir(parents=True, exist_ok=True)
 
     @property
     def tensorboard(self):
         if self._tensorboard is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tensorboard = SummaryWriter(str(self.root / "tensorboard"))
+            self._tensorboard = SummaryWriter(str(self.root / "tensorboard"), purge_step=self._purge_step)
         return self._tensorboard
 
     def log(self, line: str) -> None:
@@ -51,12 +164,7 @@ class RunFiles:
         if not self.writer:
             return
         print(line, flush=True)
-        with open(self.root / "log.txt", "a") as file:
-            file.write(line + "\n")
-
-    def _append_json(self, path: Path, record: dict[str, Any]) -> None:
-        with open(path, "a") as file:
-            file.write(json.dumps(record) + "\n")
+        append_text(self.root / "log.txt", line + "\n")
 
     def add_scalars(self, step: int, scalars: dict[str, float]) -> None:
         """Scalars to TensorBoard and ``scalars.jsonl``."""
@@ -64,7 +172,7 @@ class RunFiles:
             return
         for name, value in scalars.items():
             self.tensorboard.add_scalar(name, value, step)
-        self._append_json(self.scalars, {"step": step, **scalars})
+        append_jsonl(self.scalars, {"step": step, **scalars})
 
     def add_image(self, step: int, grid: Tensor) -> None:
         """A sample grid (CHW in [0, 1]) to TensorBoard and ``samples/step_NNNNNNN.png``."""
@@ -73,37 +181,65 @@ class RunFiles:
         from torchvision.utils import save_image
 
         self.tensorboard.add_image("samples/raw_then_ema", grid, step)
-        save_image(grid, self.samples / f"step_{step:07d}.png")
+        path = self.samples / f"step_{step:07d}.png"
+        try:
+            write_atomically(path, lambda file: save_image(grid, file, format="png"))
+        except OSError as exc:
+            raise GnPluginError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def append_result(self, record: dict[str, Any]) -> None:
         """One evaluation as a JSON line in ``results.jsonl`` and as TensorBoard scalars."""
         if not self.writer:
             return
-        self._append_json(self.results, record)
+        append_jsonl(self.results, record)
         for name, value in record.items():
             if isinstance(value, (int, float)) and name != "step":
                 self.tensorboard.add_scalar(f"eval_{record['generator']}/{name}", value, record["step"])
 
-    def read_results(self) -> list[dict[str, Any]]:
-        """All evaluation records so far."""
-        if not self.results.exists():
-            return []
-        return [json.loads(line) for line in self.results.read_text().splitlines() if line.strip()]
-
-    def drop_after(self, step: int) -> None:
-        """Forget records of steps after ``step`` (a resumed run recomputes them)."""
-        if not self.writer:
-            return
-        for path in (self.results, self.scalars):
-            if path.exists():
-                kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-                temporary = path.with_suffix(".tmp")
-                temporary.write_text("".join(line + "\n" for line in kept))
-                temporary.replace(path)
-
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.writer:
-            self.summary.write_text(json.dumps(summary, indent=2))
+            text = json.dumps(summary, indent=2).encode()
+            try:
+                write_atomically(self.summary, lambda file: file.write(text))
+            except OSError as exc:
+                raise GnPluginError(f"cannot write {self.summary}: {exc.strerror or exc}") from None
+
+    # -- reading -------------------------------------------------------------------------------
+    def read_results(self) -> list[dict[str, Any]]:
+        """All evaluation records so far (a torn line is skipped)."""
+        return read_jsonl(self.results)[0]
+
+    def read_scalars(self) -> list[dict[str, Any]]:
+        """All logged scalars so far (a torn line is skipped)."""
+        return read_jsonl(self.scalars)[0]
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """The summary of a finished run, None for an unfinished one; an unreadable file is a one-line error."""
+        if not self.summary.is_file():
+            return None
+        try:
+            summary = json.loads(self.summary.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise GnPluginError(f"{self.summary}: unreadable ({exc}); delete it and resume the run to rewrite it") from None
+        if not isinstance(summary, dict):
+            raise GnPluginError(f"{self.summary}: not a run summary; delete it and resume the run to rewrite it")
+        return summary
+
+    def drop_after(self, step: int) -> list[str]:
+        """Forget records of steps after ``step`` (a resumed run recomputes them) and torn lines; returns notes."""
+        notes: list[str] = []
+        if not self.writer:
+            return notes
+        self._purge_step = step + 1
+        for path in (self.results, self.scalars):
+            records, unreadable = read_jsonl(path)
+            if unreadable:
+                notes.append(f"dropped {unreadable} unreadable line{'s' * (unreadable > 1)} of {path} (an interrupted write)")
+            kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= step]
+            if path.exists() and (unreadable or len(kept) < len(records)):
+                text = "".join(json.dumps(r) + "\n" for r in kept).encode()
+                write_atomically(path, lambda file: file.write(text))
+        return notes
 
     def close(self) -> None:
         if self._tensorboard is not None:

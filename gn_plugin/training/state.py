@@ -18,7 +18,7 @@ from gn_plugin.training.run_dir import RunFiles
 
 
 class TrainingDiverged(GnPluginError):
-    """A loss became NaN or infinite."""
+    """A loss or a weight became NaN or infinite."""
 
 
 @dataclass
@@ -45,7 +45,9 @@ class Training:
     captured_discriminator_step: CapturedStep | None  # the D step as a CUDA graph (train.cuda_graph)
     step: int = 0
     best: dict[str, Any] = field(default_factory=dict)
-    nonfinite: Tensor | None = None  # device-side flag: no host sync per step
+    first_nonfinite_step: Tensor | None = None  # on the device (no host sync per step): 0 while every loss is finite
+    checkpoint_step: int | None = None  # step of checkpoints/latest.pt, which holds a finite state
+    wall_time_s: float = 0.0  # training time of the run's earlier segments (a resumed run)
 
     @property
     def num_classes(self) -> int:
@@ -53,17 +55,49 @@ class Training:
 
 
 def flag_nonfinite(t: Training, *losses: Tensor) -> None:
-    """Remember on the device whether any of ``losses`` is NaN or infinite."""
+    """Remember on the device the first step (``t.step + 1``) at which any of ``losses`` is NaN or infinite."""
     bad = torch.stack([~torch.isfinite(loss) for loss in losses]).any()
-    t.nonfinite = bad if t.nonfinite is None else t.nonfinite | bad
+    step = torch.where(bad, t.step + 1, 0)
+    first = t.first_nonfinite_step
+    t.first_nonfinite_step = step if first is None else torch.where(first > 0, first, step)
+
+
+def state_tensors(t: Training) -> dict[str, list[Tensor]]:
+    """The floating-point tensors a checkpoint holds, by part: weights, buffers and optimiser state."""
+    def floats(tensors):
+        return [x for x in tensors if isinstance(x, Tensor) and x.is_floating_point()]
+
+    optimizer_state = lambda o: [x for state in o.state.values() for x in state.values()]  # noqa: E731
+    return {
+        "G's weights": floats(t.generator.state_dict().values()),
+        "the EMA of G": floats(t.generator_ema.state_dict().values()),
+        "D's weights": floats(t.discriminator.state_dict().values()),
+        "G's optimiser state": floats(optimizer_state(t.optimizer_g)),
+        "D's optimiser state": floats(optimizer_state(t.optimizer_d)),
+    }
 
 
 def check_finite(t: Training) -> None:
-    """Stop with a clear message when a loss went NaN/Inf since the last check (one host sync)."""
-    if t.nonfinite is not None and bool(t.nonfinite):
-        latest = t.files.latest_checkpoint
-        kept = f"the last good checkpoint is {latest}" if latest.exists() else "no checkpoint was written"
-        raise TrainingDiverged(
-            f"training diverged before step {t.step}: a loss became NaN or infinite; {kept} "
-            "(try a lower learning rate or another norm)"
-        )
+    """Stop with a one-line message when a loss went NaN/Inf or any weight or optimiser state is not finite.
+
+    Called before anything reads the state (a checkpoint, an evaluation, a sample grid, a log line),
+    so no checkpoint ever holds a diverged state. One host sync when all is well.
+    """
+    parts = state_tensors(t)
+    finite = torch.stack([torch.isfinite(x).all() for tensors in parts.values() for x in tensors]).all()
+    first_bad_loss = t.first_nonfinite_step
+    if first_bad_loss is not None:
+        finite = finite & (first_bad_loss == 0)
+    if bool(finite):
+        return
+    bad_parts = [name for name, tensors in parts.items() if not all(bool(torch.isfinite(x).all()) for x in tensors)]
+    if first_bad_loss is not None and int(first_bad_loss):
+        what = f"a loss became NaN or infinite at step {int(first_bad_loss)}"
+    else:
+        what = f"{', '.join(bad_parts)} hold NaN or infinite values at step {t.step}"
+    latest = t.files.latest_checkpoint
+    kept = (
+        f"the last finite checkpoint is {latest} (step {t.checkpoint_step})"
+        if t.checkpoint_step is not None else "no checkpoint was written"
+    )
+    raise TrainingDiverged(f"training diverged: {what}; {kept} (try a lower learning rate or another norm)")
