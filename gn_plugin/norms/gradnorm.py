@@ -105,7 +105,7 @@ def gradient_norm_cr(
 
     The term is mean((f̂(aug(x)) − f̂(x))²) with both sides gradient-normalised and neither detached;
     aug is a random horizontal flip then a random translation of up to ``max_translation`` of the
-    image size, zero fill, batched on the device.
+    image size, black fill (−1), batched on the device, drawn as the release draws them.
     """
     wrapper = GradNorm(discriminator)
     wrapper.implied_regularizers = [
