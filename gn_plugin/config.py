@@ -193,7 +193,16 @@ class EvalConfig(Strict):
     )
     best_metric: str = Field("fid", description="metric that chooses checkpoints/best.pt; one of metrics")
     best_generator: Literal["raw", "ema"] = Field(
-        "ema", description="generator whose metric chooses best.pt (raw or ema)"
+        "ema",
+        description="generator whose metric chooses best.pt (raw or ema); the authors chose by the raw G "
+        "at 32 and 48 px and by the EMA G at 128 and 256 px, and so do the recipes",
+    )
+    generator_mode: Literal["train", "eval"] = Field(
+        "train",
+        description="train: sample a copy of each generator in train mode under no_grad, as the authors' release "
+        "(BatchNorm uses the statistics of each batch of train.batch_size_g images, BigGAN's spectral norm runs "
+        "its power iteration); eval: the generator in eval mode (BatchNorm's running statistics). "
+        "Also used for sample grids; training is never changed",
     )
 
     @field_validator("metrics")

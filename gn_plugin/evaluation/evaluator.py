@@ -14,7 +14,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from gn_plugin.config import EvalConfig
+from torch import nn
+
+from gn_plugin.config import Config, EvalConfig
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.evaluation.features import (
     FeatureExtractor,
@@ -25,10 +27,19 @@ from gn_plugin.evaluation.features import (
     sampled_batches,
 )
 from gn_plugin.evaluation.reference import cleanfid_reference, dataset_reference
+from gn_plugin.evaluation.sampling import latent_sampler
 from gn_plugin.metrics.base import ReferenceStats, compute_metrics, get_metric
 
 HALVES_SEED = 0
 EVAL_SEED = 123_456  # the same z at every evaluation, so metrics of different steps compare
+
+
+def evaluation_sampler(generator: nn.Module, config: Config, device: torch.device | str) -> Callable[[int], Tensor]:
+    """The sampler every evaluation of ``generator`` uses: z from :data:`EVAL_SEED`, ``eval.generator_mode``,
+    and in train mode batches of ``train.batch_size_g`` (the batch the release samples with)."""
+    mode = config.eval.generator_mode
+    batch_size = config.train.batch_size_g if mode == "train" else None
+    return latent_sampler(generator, device, EVAL_SEED, mode=mode, batch_size=batch_size)
 
 
 class Evaluator:
