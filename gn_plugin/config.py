@@ -204,6 +204,18 @@ class EvalConfig(Strict):
         "its power iteration); eval: the generator in eval mode (BatchNorm's running statistics). "
         "Also used for sample grids; training is never changed",
     )
+    mode: Literal["clean", "legacy_tensorflow", "legacy_pytorch"] = Field(
+        "clean",
+        description="clean-fid's pipeline for Inception metrics (FID, KID, IS from one pass): clean (PIL bicubic "
+        "resize to 299, TF-Inception weights), legacy_tensorflow (the TF graph's own bilinear resize inside the "
+        "TF-Inception: TTUR FID and TF IS, as in the paper), legacy_pytorch (PyTorch bilinear resize, pytorch-fid's "
+        "port of the weights). Numbers of different modes do not compare; the digits classifier ignores it",
+    )
+    pytorch_inception_path: str | None = Field(
+        None,
+        description="eval.mode legacy_pytorch: pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth; "
+        "default: torch hub's checkpoints folder, downloaded there when missing)",
+    )
 
     @field_validator("metrics")
     @classmethod

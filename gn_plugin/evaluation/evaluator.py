@@ -45,9 +45,9 @@ def evaluation_sampler(generator: nn.Module, config: Config, device: torch.devic
 class Evaluator:
     """Scores samples against a data set in its metric space, with the ``eval.*`` settings.
 
-    ``extractor`` overrides the one ``dataset.metric_space`` picks; clean-fid's precomputed
-    statistics belong to its own Inception pipeline, so with a custom extractor the reference is
-    always computed from the data. ``held_out`` is the data set's held-out split (for example the
+    ``extractor`` overrides the one ``dataset.metric_space`` picks (and ``eval.mode`` for Inception);
+    clean-fid's precomputed statistics belong to its own Inception pipelines, so with a custom
+    extractor the reference is always computed from the data. ``held_out`` is the data set's held-out split (for example the
     same data set created with ``split="test"``), used by :meth:`floor`.
     """
 
@@ -70,10 +70,13 @@ class Evaluator:
             extractor is None and dataset.metric_space == "inception" and dataset.cleanfid_reference is not None
         )
         self.extractor = extractor or build_extractor(
-            dataset.metric_space, inception_path=settings.inception_path, device=self.device
+            dataset.metric_space, inception_path=settings.inception_path, device=self.device, mode=settings.mode,
+            pytorch_inception_path=settings.pytorch_inception_path,
         )
         if uses_cleanfid_stats:
-            self.reference = cleanfid_reference(*dataset.cleanfid_reference, with_features="kid" in settings.metrics)
+            self.reference = cleanfid_reference(
+                *dataset.cleanfid_reference, mode=settings.mode, with_features="kid" in settings.metrics
+            )
         else:
             self.reference = dataset_reference(dataset, self.extractor, settings.batch_size, settings.cache_dir)
 
