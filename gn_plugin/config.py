@@ -237,7 +237,28 @@ class EvalConfig(Strict):
     )
     best_metric: str = Field("fid", description="metric that chooses checkpoints/best.pt; one of metrics")
     best_generator: Literal["raw", "ema"] = Field(
-        "ema", description="generator whose metric chooses best.pt (raw or ema)"
+        "ema",
+        description="generator whose metric chooses best.pt (raw or ema); the authors chose by the raw G "
+        "at 32 and 48 px and by the EMA G at 128 and 256 px, and so do the recipes",
+    )
+    generator_mode: Literal["train", "eval"] = Field(
+        "train",
+        description="train: sample a copy of each generator in train mode under no_grad, as the authors' release "
+        "(BatchNorm uses the statistics of each batch of train.batch_size_g images, BigGAN's spectral norm runs "
+        "its power iteration); eval: the generator in eval mode (BatchNorm's running statistics). "
+        "Also used for sample grids; training is never changed",
+    )
+    mode: Literal["clean", "legacy_tensorflow", "legacy_pytorch"] = Field(
+        "clean",
+        description="clean-fid's pipeline for Inception metrics (FID, KID, IS from one pass): clean (PIL bicubic "
+        "resize to 299, TF-Inception weights), legacy_tensorflow (the TF graph's own bilinear resize inside the "
+        "TF-Inception: TTUR FID and TF IS, as in the paper), legacy_pytorch (PyTorch bilinear resize, pytorch-fid's "
+        "port of the weights). Numbers of different modes do not compare; the digits classifier ignores it",
+    )
+    pytorch_inception_path: str | None = Field(
+        None,
+        description="eval.mode legacy_pytorch: pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth; "
+        "default: torch hub's checkpoints folder, downloaded there when missing)",
     )
 
     @field_validator("metrics")

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from torchvision import datasets
+from torchvision import datasets, transforms
 
 import gn_plugin
 from gn_plugin import GnPluginError
@@ -212,7 +212,7 @@ def test_failed_download_is_one_line_naming_dataset_root_and_files(offline, tmp_
 
 
 # -- folder ---------------------------------------------------------------------------------------
-def test_folder_finds_images_recursively_and_center_crops(tmp_path):
+def test_folder_finds_images_recursively_and_center_crops_when_asked(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     split_image(60, 40).save(tmp_path / "wide.png")  # landscape: green left/right margins
     split_image(40, 70).save(tmp_path / "a" / "tall.PNG")  # portrait: green top/bottom margins
@@ -222,7 +222,7 @@ def test_folder_finds_images_recursively_and_center_crops(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     split_image(8, 8).save(tmp_path / ".hidden.png")
 
-    data = create("folder", root=str(tmp_path), resolution=24)
+    data = create("folder", root=str(tmp_path), resolution=24, resize="center_crop")
     assert [f[len(str(tmp_path)) + 1 :] for f in data.files] == [
         "a/b/photo.jpg", "a/b/small.webp", "a/tall.PNG", "grey.bmp", "wide.png"
     ]
@@ -269,6 +269,37 @@ def test_folder_errors_name_the_path(tmp_path):
         create("folder", root=str(tmp_path))
 
 
+def release_transform(resolution: int):
+    """The authors' release: ``Resize((S, S))``, ``ToTensor``, ``Normalize(0.5, 0.5)`` (its flip comes later)."""
+    return transforms.Compose([
+        transforms.Resize((resolution, resolution)), transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)
+    ])
+
+
+@pytest.mark.parametrize("size", [(60, 40), (40, 70), (96, 96), (16, 16)], ids=["wide", "tall", "down", "up"])
+def test_default_resize_squashes_the_whole_image_as_the_release_does(tmp_path, size):
+    """No crop: a non-square image keeps its margins, squashed; pixels equal torchvision's Resize((S, S))."""
+    split_image(*size).save(tmp_path / "image.png")
+    image = create("folder", root=str(tmp_path), resolution=24)[0][0]
+    with Image.open(tmp_path / "image.png") as original:
+        torch.testing.assert_close(image, release_transform(24)(original.convert("RGB")), rtol=0, atol=1e-6)
+    if size[0] != size[1]:
+        assert image[1].max() > 0.9  # the green margins are still there
+    cropped = create("folder", root=str(tmp_path), resolution=24, resize="center_crop")[0][0]
+    assert_split_pattern(cropped, 24)
+    assert not torch.equal(cropped, image)
+
+
+def test_squash_applies_to_every_data_set_read_from_images(torchvision_stand_ins, church_lmdb, tmp_path):
+    for name, options in [("stl10", {"root": str(tmp_path)}), ("lmdb", {"root": str(church_lmdb), "resolution": 16})]:
+        squashed, cropped = create(name, **options), create(name, **options, resize="center_crop")
+        assert squashed.resize == "squash" and cropped.resize == "center_crop"
+        assert not torch.equal(squashed[0][0], cropped[0][0])  # bilinear vs bicubic (and no crop)
+        with pytest.raises(GnPluginError) as excinfo:
+            create(name, **options, resize="crop")
+        assert_one_line_error(excinfo, f"dataset '{name}'", "resize", "squash, center_crop", "'crop'")
+
+
 # -- lmdb -----------------------------------------------------------------------------------------
 def test_lmdb_without_the_package_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "lmdb", None)  # makes `import lmdb` raise ImportError
@@ -298,7 +329,7 @@ def starts_without_databases(worker_id: int) -> None:
 
 
 def test_lmdb_reads_images_in_key_order_in_workers(church_lmdb):
-    data = create("lmdb", root=str(church_lmdb), resolution=16)
+    data = create("lmdb", root=str(church_lmdb), resolution=16, resize="center_crop")
     assert data.keys == [b"0001", b"0002", b"0003"] and len(data) == 3
     assert (data.resolution, data.num_classes, data.cleanfid_reference) == (16, 0, None)
     image, label = data[0]  # the parent opens the database before the workers fork
@@ -307,7 +338,7 @@ def test_lmdb_reads_images_in_key_order_in_workers(church_lmdb):
 
     restored = pickle.loads(pickle.dumps(data))  # spawned workers receive a pickled copy
     assert torch.equal(restored[2][0], data[2][0])
-    again = create("lmdb", root=str(church_lmdb), resolution=16)  # same database, same process
+    again = create("lmdb", root=str(church_lmdb), resolution=16, resize="center_crop")  # same database, same process
     assert torch.equal(again[1][0], data[1][0])
 
     batches = list(DataLoader(data, batch_size=1, num_workers=2, worker_init_fn=starts_without_databases))

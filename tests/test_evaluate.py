@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cleanfid import downloads_helper
+from cleanfid import downloads_helper, inception_pytorch
 from cleanfid.resize import build_resizer
 
 import gn_plugin
@@ -24,7 +24,15 @@ from gn_plugin.evaluation.digits_classifier import (
     digits_tensors,
 )
 from gn_plugin.evaluation.evaluator import Evaluator
-from gn_plugin.evaluation.features import InceptionExtractor, clean_resize, to_uint8
+from gn_plugin.evaluation import features as features_module
+from gn_plugin.evaluation.features import (
+    InceptionExtractor,
+    PytorchInceptionExtractor,
+    build_extractor,
+    clean_resize,
+    to_uint8,
+)
+from gn_plugin.evaluation.pytorch_inception import load_pytorch_inception, pytorch_inception_network
 from gn_plugin.experiments.smoke import write_stand_in_inception
 from gn_plugin.metrics.base import (
     FeatureSet,
@@ -375,3 +383,110 @@ def test_unknown_metric_fails_before_any_work(tmp_path):
         settings = EvalConfig.model_construct(**{**EvalConfig().model_dump(), "metrics": ["fid", "fdi"],
                                                  "inception_path": str(tmp_path / "absent.pt")})
         Evaluator(dataset, settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# eval.mode: clean-fid's three pipelines (clean, legacy_tensorflow, legacy_pytorch)
+
+
+class RecordingNetwork(torch.nn.Module):
+    """A stand-in for pytorch-fid's network: remembers its input, returns 8 pooled features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        self.inputs.append(x)
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+@pytest.fixture
+def stand_in_pytorch_inception(tmp_path, monkeypatch):
+    """legacy_pytorch's loader replaced by :class:`RecordingNetwork` (the real weights are 95 MB)."""
+    network, fc_weight = RecordingNetwork(), torch.randn(10, 8)
+    path = tmp_path / "pt_inception.pth"
+    path.write_bytes(b"stand-in")
+    monkeypatch.setattr(features_module, "load_pytorch_inception", lambda p, device="cpu": (network, fc_weight))
+    return path, network, fc_weight
+
+
+def test_each_mode_resizes_the_way_clean_fid_does(stand_in_path, stand_in_pytorch_inception):
+    images = torch.rand(3, 3, 20, 20) * 2 - 1
+    pixels = to_uint8(images)
+    as_numpy = [image.permute(1, 2, 0).numpy() for image in pixels]  # clean-fid's resizers take HWC uint8
+
+    clean = InceptionExtractor(stand_in_path, mode="clean")  # PIL bicubic to 299, then the layers
+    resized = torch.from_numpy(np.stack([build_resizer("clean")(x) for x in as_numpy])).permute(0, 3, 1, 2)
+    torch.testing.assert_close(clean(images)[0], clean.model.layers((resized - 128) / 128).flatten(1))
+
+    tf = InceptionExtractor(stand_in_path, mode="legacy_tensorflow")  # no resize outside: the file's own
+    assert build_resizer("legacy_tensorflow")(as_numpy[0]) is as_numpy[0]
+    tf_features, tf_probabilities = tf(images)
+    torch.testing.assert_close(tf_features, tf.model(pixels.float(), return_features=True))
+    torch.testing.assert_close(tf_probabilities, tf.model(pixels.float(), no_output_bias=True))
+    assert not torch.allclose(tf_features, clean(images)[0], atol=1e-3)
+
+    path, network, fc_weight = stand_in_pytorch_inception  # PyTorch bilinear, then pytorch-fid's 2x − 1
+    legacy = PytorchInceptionExtractor(str(path))
+    features, probabilities = legacy(images)
+    expected = torch.from_numpy(np.stack([build_resizer("legacy_pytorch")(x) for x in as_numpy])).permute(0, 3, 1, 2)
+    torch.testing.assert_close(network.inputs[-1], 2 * (expected / 255) - 1)
+    torch.testing.assert_close(probabilities, torch.softmax(features @ fc_weight.T, dim=1))
+
+
+def test_the_mode_is_part_of_the_reference_cache_key(stand_in_path, stand_in_pytorch_inception, tmp_path):
+    dataset = gn_plugin.create("dataset", "fake", size=32, resolution=16)
+    for mode in ("clean", "legacy_tensorflow", "legacy_pytorch"):
+        options = inception_options(stand_in_path, tmp_path / "cache", mode=mode,
+                                    pytorch_inception_path=str(stand_in_pytorch_inception[0]))
+        assert Evaluator(dataset, options).extractor.name.startswith(f"inception-{mode}-")
+    cached = sorted(p.name for p in (tmp_path / "cache").glob("*.npz"))
+    assert len(cached) == 3  # one reference per mode, none reused across modes
+    assert all(any(f"-inception-{m}-" in c for c in cached) for m in ("clean", "legacy_tensorflow", "legacy_pytorch"))
+
+
+@pytest.mark.parametrize("mode", ["legacy_tensorflow", "legacy_pytorch"])
+def test_clean_fids_statistics_of_the_mode_are_requested(mode, stand_in_path, stand_in_pytorch_inception, tmp_path, monkeypatch):
+    calls = []
+    features = np.random.default_rng(0).random((50, 8))
+
+    def precomputed(name, res, mode="clean", split="test", metric="FID", **_):
+        calls.append((name, res, mode, split, metric))
+        return features if metric == "KID" else (features.mean(axis=0), np.cov(features, rowvar=False))
+
+    monkeypatch.setattr(reference_module, "get_reference_statistics", precomputed)
+    options = inception_options(stand_in_path, tmp_path, metrics=["fid", "kid"], mode=mode,
+                                pytorch_inception_path=str(stand_in_pytorch_inception[0]))
+    Evaluator(CleanFidBacked(), options)
+    assert calls == [("cifar10", 32, mode, "train", "FID"), ("cifar10", 32, mode, "train", "KID")]
+    assert config_from_dict({}).eval.mode == "clean"  # the default stays clean-fid's own
+
+
+def test_legacy_pytorch_network_is_clean_fids(tmp_path, monkeypatch):
+    """Our pytorch-fid network with a weights file equals clean-fid's ``InceptionV3`` with the same weights."""
+    torch.manual_seed(0)
+    state = pytorch_inception_network().state_dict()
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(state, path)
+    network, fc_weight = load_pytorch_inception(str(path))
+    monkeypatch.setattr(inception_pytorch, "load_state_dict_from_url", lambda *args, **kwargs: state)
+    theirs = inception_pytorch.InceptionV3(output_blocks=[3], resize_input=False).eval()
+    x = torch.rand(2, 3, 299, 299)
+    with torch.no_grad():
+        torch.testing.assert_close(network(2 * x - 1), theirs(x)[0].flatten(1))
+    assert torch.equal(fc_weight, state["fc.weight"])
+
+
+def test_missing_pytorch_inception_weights_offline_is_a_one_line_error(tmp_path, monkeypatch):
+    def offline(url, dst, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    missing = tmp_path / "hub" / "pt_inception.pth"
+    with pytest.raises(GnPluginError) as error:
+        build_extractor("inception", mode="legacy_pytorch", pytorch_inception_path=str(missing))
+    message = str(error.value)
+    assert "\n" not in message and str(missing) in message and "eval.pytorch_inception_path" in message
+    assert list((tmp_path / "hub").iterdir()) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -200,3 +202,93 @@ def test_wrapper_and_registry_agree_and_reject_batchnorm():
     torch.testing.assert_close(wrapper(x, y), normalize_gradient(model, x, y))
     with pytest.raises(GnPluginError, match="BatchNorm at: 1"):
         GradNorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(1)))
+
+
+# -- ζ(x): the paper's formulation ablation ----------------------------------------------------------
+def reference_zeta(model: nn.Module, x: torch.Tensor, zeta: str) -> torch.Tensor:
+    """f / (‖∇f‖ + ζ) one sample at a time with torch.func, ζ = |f|, 1 or 0."""
+    params = dict(model.named_parameters())
+
+    def score(xi):
+        return functional_call(model, params, (xi[None],)).squeeze()
+
+    f, g = vmap(score)(x), vmap(grad(score))(x)
+    norm = g.flatten(1).norm(dim=1)
+    return f / (norm + {"abs": f.abs(), "one": torch.ones_like(f), "zero": torch.zeros_like(f)}[zeta])
+
+
+@pytest.mark.parametrize("zeta", ["abs", "one", "zero"])
+@pytest.mark.parametrize("make", PIECEWISE_LINEAR)
+def test_each_zeta_matches_its_formula_and_its_gradient_norm(make, zeta):
+    """ζ = |f|: ‖∇f̂‖ = (‖∇f‖/(‖∇f‖+|f|))², |f̂| < 1; ζ = 1: ‖∇f̂‖ = ‖∇f‖/(‖∇f‖+1) < 1; ζ = 0: ‖∇f̂‖ = 1.
+    Only ζ = |f| bounds |f̂| (piecewise-linear nets, where the Hessian vanishes)."""
+    torch.manual_seed(1)
+    model = make(0).double()
+    for p in model.parameters():
+        p.data.mul_(4)
+    x, _ = inputs(128, seed=2, num_classes=0)
+    x.requires_grad_(True)
+    f_hat, f = normalize_gradient(model, x, return_raw=True, zeta=zeta)
+    torch.testing.assert_close(f_hat, reference_zeta(model, x.detach(), zeta), rtol=1e-10, atol=1e-12)
+    (g_hat,) = torch.autograd.grad(f_hat.sum(), x, retain_graph=True)
+    (g,) = torch.autograd.grad(f.sum(), x)
+    n, n_hat = g.flatten(1).norm(dim=1), g_hat.flatten(1).norm(dim=1)
+    expected = {"abs": (n / (n + f.abs())) ** 2, "one": n / (n + 1), "zero": torch.ones_like(n)}[zeta]
+    torch.testing.assert_close(n_hat, expected)
+    if zeta == "abs":
+        assert (f_hat.abs() < 1).all()
+    else:
+        assert f_hat.abs().max() > 1, "without ζ = |f| the scores are not bounded"
+
+
+def test_zeta_zero_guard_acts_only_where_the_gradient_vanishes():
+    """f / ‖∇f‖ bit for bit where ∇f ≠ 0; on a locally constant D (f ≠ 0, ∇f = 0) f̂ = f, finite, with gradients."""
+    torch.manual_seed(9)
+    model = MLP(3 * 8 * 8, nn.LeakyReLU(0.2))
+    x, _ = inputs(64, seed=10, num_classes=0, dtype=torch.float32)
+    x.requires_grad_(True)
+    f = model(x)
+    (g,) = torch.autograd.grad(f.sum(), x, create_graph=True)
+    assert torch.equal(normalize_gradient(model, x, zeta="zero"), f / g.flatten(1).norm(dim=1))
+
+    class Constant(nn.Module):  # f = b and ∇f = 0: the only place the guard acts
+        piecewise_linear = True
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(()))
+            self.bias = nn.Parameter(torch.tensor(0.7))
+
+        def forward(self, x):
+            return self.weight * x.flatten(1).sum(1) + self.bias
+
+    constant = Constant()
+    out = normalize_gradient(constant, x, zeta="zero")
+    assert torch.equal(out, torch.full((64,), 0.7))
+    out.sum().backward()
+    assert torch.isfinite(constant.bias.grad) and constant.bias.grad == 64
+
+
+@pytest.mark.parametrize("norm", ["gn", "gn-cr"])
+def test_zeta_is_an_option_of_gn_and_gn_cr_and_a_bad_one_is_a_clear_error(norm):
+    model = CNN(nn.ReLU())
+    x, _ = inputs(6, seed=11, num_classes=0, dtype=torch.float32)
+    wrapper = create("norm", norm, model, zeta="one")
+    assert wrapper.formula.zeta == "one"
+    torch.testing.assert_close(wrapper(x), normalize_gradient(model, x, zeta="one"))
+    assert create("norm", norm, model).formula.zeta == "abs"  # the paper's GN by default
+    with pytest.raises(GnPluginError, match=rf"^norm '{norm}': zeta must be one of abs, one, zero, got 'two'$"):
+        create("norm", norm, model, zeta="two")
+
+
+def test_smooth_discriminator_warns_once_that_the_bound_no_longer_holds():
+    smooth = create("model", "mlp", activation="softplus20").discriminator
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            create("norm", "gn", smooth)
+        create("norm", "gn", create("model", "mlp").discriminator)  # piecewise linear: silent
+        create("norm", "gn", MLP(3 * 8 * 8, nn.ReLU()))  # declares nothing: silent
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "not piecewise linear" in messages[0] and "no longer holds" in messages[0]
+    assert "\n" not in messages[0]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch import nn
+from torchvision.transforms import RandomAffine
 
 from gn_plugin import create
-from gn_plugin.augment import flip_and_translate
+from gn_plugin.augment import flip_and_translate, random_shifts
 from gn_plugin.norms.base import uses_batch_statistics
 from gn_plugin.regularizers.consistency import consistency_term
 
@@ -116,8 +120,8 @@ def test_r1_equals_hand_computation_and_trains_d():
 
 
 def centred_images(n: int) -> torch.Tensor:
-    """Images whose content sits inside a 20 % margin, so flips and ≤ 20 % shifts keep every pixel."""
-    images = torch.zeros(n, 3, 20, 20)
+    """Images whose content sits inside a 20 % black margin, so flips and ≤ 20 % shifts keep every pixel."""
+    images = torch.full((n, 3, 20, 20), -1.0)
     images[:, :, 4:16, 4:16] = torch.rand(n, 3, 12, 12) + 0.1
     return images
 
@@ -159,22 +163,50 @@ def test_gn_cr_adds_a_weighted_consistency_regularizer():
     torch.testing.assert_close(value, by_hand)
 
 
-def test_augmentation_is_a_flip_and_bounded_shift_with_zero_fill():
-    images = torch.rand(32, 2, 10, 10) + 0.5  # no zeros in the content
+def test_augmentation_is_a_flip_and_bounded_shift_with_black_fill():
+    images = torch.rand(32, 2, 10, 10) * 0.5  # content in [0, 0.5]: no pixel is black (-1)
     out = flip_and_translate(images, max_translation=0.2, generator=torch.Generator().manual_seed(0))
     seen_shifts = set()
     for original, moved in zip(images, out):
         matches = []
         for flipped in (original, original.flip(2)):
-            padded = F.pad(flipped, (2, 2, 2, 2))
+            padded = F.pad(flipped, (2, 2, 2, 2), value=-1.0)
             for dy in range(-2, 3):
                 for dx in range(-2, 3):
                     candidate = padded[:, 2 - dy : 12 - dy, 2 - dx : 12 - dx]
                     if torch.equal(candidate, moved):
                         matches.append((dy, dx))
-        assert matches, "every output is a flipped and/or shifted copy with zero fill"
+        assert matches, "every output is a flipped and/or shifted copy with the border filled black (-1)"
         seen_shifts.update(matches)
     assert len(seen_shifts) > 5  # shifts actually vary across the batch
+    uncovered = out[out < 0]
+    assert uncovered.numel() > 0 and torch.all(uncovered == -1.0)
+
+
+def rounded_uniform_probabilities(limit: float) -> dict[int, float]:
+    """P(round(U(−limit, limit)) = k): the share of [k − ½, k + ½] inside [−limit, limit]."""
+    top = math.floor(limit + 0.5)
+    return {k: (min(k + 0.5, limit) - max(k - 0.5, -limit)) / (2 * limit) for k in range(-top, top + 1)}
+
+
+@pytest.mark.parametrize("size", [32, 48])
+def test_shifts_follow_torchvisions_random_affine(size):
+    """round(U(−0.2·S, 0.2·S)) per axis, as RandomAffine(0, translate=(0.2, 0.2)) draws it.
+
+    At 48 px the largest shifts (±10) have probability 0.1/19.2 each, not 1/21 as a uniform integer.
+    """
+    expected = rounded_uniform_probabilities(0.2 * size)
+    draws = 200_000
+    shifts = random_shifts(draws, size, 0.2, "cpu", torch.Generator().manual_seed(0))
+    observed = torch.bincount(shifts - min(expected), minlength=len(expected)).numpy()
+    assert shifts.min() == min(expected) and shifts.max() == max(expected)
+    assert stats.chisquare(observed, [p * draws for p in expected.values()]).pvalue > 1e-4
+    uniform_integers = [draws / len(expected)] * len(expected)  # the test can tell the old draw apart
+    assert stats.chisquare(observed, uniform_integers).pvalue < 1e-10
+    torch.manual_seed(0)  # torchvision's own draws follow the same probabilities
+    theirs = [RandomAffine.get_params((0.0, 0.0), (0.2, 0.2), None, None, [size, size])[1][0] for _ in range(20_000)]
+    counts = torch.bincount(torch.tensor(theirs) - min(expected), minlength=len(expected)).numpy()
+    assert stats.chisquare(counts, [p * len(theirs) for p in expected.values()]).pvalue > 1e-4
 
 
 def test_augmentation_is_reproducible_and_stays_on_device():

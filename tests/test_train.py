@@ -17,6 +17,7 @@ from gn_plugin.cli import main
 from gn_plugin.config import load_config
 from gn_plugin.registry import register, registry
 from gn_plugin.training import checkpoint
+from gn_plugin.training.build import build_dataset, build_models
 from gn_plugin.training.loop import train
 from gn_plugin.training.run_dir import RunFiles
 from gn_plugin.training.state import TrainingDiverged
@@ -33,6 +34,10 @@ def quick(method: str = "gn", *extra: str, steps: int = 20):
          "train.sample_every=10", "train.checkpoint_every=5", "train.device=cpu", "eval.every=0",
          "eval.num_samples=200", "eval.batch_size=200", "model.width=0.5", *extra],
     )
+
+
+def digits():
+    return build_dataset(quick("gn"))
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -74,6 +79,21 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     resumed = load_config(tmp_path / "split" / "config.yaml", ["train.steps=20"])
     train(resumed, tmp_path / "split", resume=True, progress=False)
     assert_same_weights(tmp_path / "straight", tmp_path / "split")
+
+
+def test_train_mode_evaluation_changes_no_training_state_and_resumes_exactly(tmp_path):
+    """Evaluations every 5 steps sample G in train mode (its BatchNorm on batch statistics); the weights,
+    buffers included, equal a run evaluated only at its end, interrupted and resumed at step 10."""
+    evaluated = quick("gn", "eval.every=5", "eval.generator_mode=train", steps=20)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in build_models(evaluated, digits()).generator.modules())
+    train(evaluated, tmp_path / "evaluated", progress=False)
+    assert [r["step"] for r in RunFiles(tmp_path / "evaluated").read_results()] == [5, 5, 10, 10, 15, 15, 20, 20]
+    train(quick("gn", "eval.generator_mode=train", steps=10), tmp_path / "split", progress=False)
+    resumed = load_config(tmp_path / "split" / "config.yaml", ["train.steps=20"])
+    train(resumed, tmp_path / "split", resume=True, progress=False)
+    assert_same_weights(tmp_path / "evaluated", tmp_path / "split")
+    last = [r for r in RunFiles(tmp_path / "evaluated").read_results() if r["step"] == 20]
+    assert last == [r for r in RunFiles(tmp_path / "split").read_results() if r["step"] == 20]
 
 
 def test_run_killed_with_sigkill_resumes_to_identical_weights(tmp_path):

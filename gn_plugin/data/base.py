@@ -13,6 +13,8 @@ Small data sets subclass :class:`TensorImageDataset`, whose tensors the runner k
 Large ones decode their images lazily, one item at a time, through :func:`image_to_tensor`
 (:class:`EncodedImageDataset` for files or encoded bytes); the runner reads them through a
 ``DataLoader``, or decodes them all once at start-up and keeps them on the device (``data.on_device``).
+Those take the option ``resize``: ``squash`` (default, the authors' bilinear ``Resize((S, S))``)
+or ``center_crop`` (the centred square, bicubic).
 """
 
 from __future__ import annotations
@@ -88,27 +90,49 @@ def resize(images: Tensor, resolution: int) -> Tensor:
     )
 
 
-def image_to_tensor(image: Image.Image, resolution: int) -> Tensor:
-    """``image`` as RGB, center-cropped to a square and resized (bicubic) to ``resolution``: CHW in [-1, 1]."""
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    # crop first: resizing with a box would let the filter reach pixels outside the square
-    square = image.convert("RGB").crop((left, top, left + side, top + side))
-    if side != resolution:
-        square = square.resize((resolution, resolution), Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.array(square, dtype=np.uint8)).permute(2, 0, 1)
+#: how a data set read from images brings them to ``resolution`` × ``resolution`` (data set option ``resize``)
+RESIZE_MODES = ("squash", "center_crop")
+
+
+def check_resize_mode(name: str, resize: str) -> str:
+    """``resize`` when it is one of :data:`RESIZE_MODES`; otherwise a one-line error naming the data set."""
+    if resize not in RESIZE_MODES:
+        raise GnPluginError(f"dataset '{name}': resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    return resize
+
+
+def image_to_tensor(image: Image.Image, resolution: int, resize: str = "squash") -> Tensor:
+    """``image`` as RGB at ``resolution`` × ``resolution``: CHW in [-1, 1].
+
+    ``squash`` (the authors' release, torchvision's ``Resize((S, S))``): the whole image resized
+    bilinearly to the square, so a non-square image is squashed. ``center_crop``: the centred
+    square cut out, then resized bicubically.
+    """
+    image = image.convert("RGB")
+    if resize == "center_crop":
+        width, height = image.size
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        # crop first: resizing with a box would let the filter reach pixels outside the square
+        image = image.crop((left, top, left + side, top + side))
+        if side != resolution:
+            image = image.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    elif image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.Resampling.BILINEAR)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
     return to_unit_range(pixels.float() / 255)
 
 
-def decode_image(source: str | os.PathLike[str] | bytes, resolution: int, *, origin: str) -> Tensor:
+def decode_image(
+    source: str | os.PathLike[str] | bytes, resolution: int, *, origin: str, resize: str = "squash"
+) -> Tensor:
     """Decode an image file (a path, or its encoded bytes) with PIL into :func:`image_to_tensor`.
 
     An unreadable image is a :class:`GnPluginError` that starts with ``origin`` (which file or key).
     """
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            return image_to_tensor(image, resolution)
+            return image_to_tensor(image, resolution, resize)
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports broken files with all three
         raise GnPluginError(f"{origin}: cannot read image ({type(exc).__name__}: {exc})") from None
 
@@ -132,7 +156,7 @@ class EncodedImageDataset(ImageDataset):
     one split, ``train``: point ``root`` at another folder or database for held-out images.
     """
 
-    def __init__(self, *, name: str, resolution: int, split: str) -> None:
+    def __init__(self, *, name: str, resolution: int, split: str, resize: str = "squash") -> None:
         if not isinstance(resolution, int) or resolution < 1:
             raise GnPluginError(
                 f"dataset '{name}': resolution must be a positive integer, got {resolution!r}"
@@ -144,6 +168,7 @@ class EncodedImageDataset(ImageDataset):
             )
         self.name = name
         self.resolution = resolution
+        self.resize = check_resize_mode(name, resize)
 
     def encoded(self, index: int) -> tuple[str | bytes, str]:
         """The encoded image ``index`` (a path or bytes) and where it comes from, for error messages."""
@@ -162,5 +187,5 @@ class EncodedImageDataset(ImageDataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         source, origin = self.encoded(index)
-        image = decode_image(source, self.resolution, origin=f"dataset '{self.name}': {origin}")
+        image = decode_image(source, self.resolution, origin=f"dataset '{self.name}': {origin}", resize=self.resize)
         return image, torch.zeros((), dtype=torch.int64)

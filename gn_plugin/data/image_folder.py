@@ -14,8 +14,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 class ImageFolder(EncodedImageDataset):
     """The image files found recursively under ``root`` (hidden files skipped), in sorted order."""
 
-    def __init__(self, root: str, *, resolution: int, split: str, extensions: Sequence[str]) -> None:
-        super().__init__(name="folder", resolution=resolution, split=split)
+    def __init__(
+        self, root: str, *, resolution: int, split: str, extensions: Sequence[str], resize: str = "squash"
+    ) -> None:
+        super().__init__(name="folder", resolution=resolution, split=split, resize=resize)
         self.root = os.path.abspath(os.path.expanduser(root))
         if not os.path.isdir(self.root):
             raise GnPluginError(f"dataset 'folder': {self.root} is not an existing directory")
@@ -45,7 +47,8 @@ def folder(
     split: str = "train",
     download: bool = True,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    resize: str = "squash",
 ) -> ImageFolder:
-    """Dataset ``folder``: images under ``root`` (recursive), RGB, center-cropped and resized to
-    ``resolution``, labels 0. There is nothing to download; ``download`` is ignored."""
-    return ImageFolder(root, resolution=resolution, split=split, extensions=extensions)
+    """Dataset ``folder``: images under ``root`` (recursive), RGB, resized to ``resolution`` (``resize``:
+    ``squash`` or ``center_crop``), labels 0. There is nothing to download; ``download`` is ignored."""
+    return ImageFolder(root, resolution=resolution, split=split, extensions=extensions, resize=resize)

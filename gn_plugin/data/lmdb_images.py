@@ -52,8 +52,8 @@ if hasattr(os, "register_at_fork"):
 class LmdbImages(EncodedImageDataset):
     """The values of an LMDB, one encoded image each, in key order."""
 
-    def __init__(self, root: str, *, resolution: int, split: str) -> None:
-        super().__init__(name="lmdb", resolution=resolution, split=split)
+    def __init__(self, root: str, *, resolution: int, split: str, resize: str = "squash") -> None:
+        super().__init__(name="lmdb", resolution=resolution, split=split, resize=resize)
         self.root = os.path.abspath(os.path.expanduser(root))
         if not os.path.exists(self.root):
             raise GnPluginError(f"dataset 'lmdb': {self.root} does not exist")
@@ -71,8 +71,11 @@ class LmdbImages(EncodedImageDataset):
             return txn.get(key), f"key {key.decode(errors='replace')!r} in {self.root}"
 
 
-def lmdb(*, root: str, resolution: int, split: str = "train", download: bool = True) -> LmdbImages:
-    """Dataset ``lmdb``: the images of an LMDB at ``root``, RGB, center-cropped and resized to
-    ``resolution``, labels 0. There is nothing to download; ``download`` is ignored."""
+def lmdb(
+    *, root: str, resolution: int, split: str = "train", download: bool = True, resize: str = "squash"
+) -> LmdbImages:
+    """Dataset ``lmdb``: the images of an LMDB at ``root``, RGB, resized to ``resolution`` (``resize``:
+    ``squash``, as the release squashes LSUN Church, or ``center_crop``), labels 0. There is nothing to
+    download; ``download`` is ignored."""
     _lmdb_module()
-    return LmdbImages(root, resolution=resolution, split=split)
+    return LmdbImages(root, resolution=resolution, split=split, resize=resize)

@@ -16,7 +16,7 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
-from gn_plugin.data.base import ImageDataset, image_to_tensor
+from gn_plugin.data.base import ImageDataset, check_resize_mode, image_to_tensor
 from gn_plugin.errors import GnPluginError
 
 
@@ -31,10 +31,12 @@ class TorchvisionImages(ImageDataset):
         resolution: int,
         num_classes: int,
         cleanfid_reference: tuple[str, int, str] | None,
+        resize: str = "squash",
     ) -> None:
         self.images = images
         self.name = name
         self.resolution = resolution
+        self.resize = check_resize_mode(name, resize)
         self.num_classes = num_classes
         self.cleanfid_reference = cleanfid_reference
 
@@ -44,7 +46,7 @@ class TorchvisionImages(ImageDataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image, label = self.images[index]
         label = label if self.num_classes else 0  # torchvision marks unlabelled STL-10 images -1
-        return image_to_tensor(image, self.resolution), torch.tensor(label, dtype=torch.int64)
+        return image_to_tensor(image, self.resolution, self.resize), torch.tensor(label, dtype=torch.int64)
 
     def feed_digest(self, digest: Any) -> None:
         """CIFAR-10's and STL-10's pixels as torchvision holds them (one array), else every decoded image."""
@@ -74,9 +76,11 @@ def _check_split(name: str, split: str, splits: tuple[str, ...]) -> None:
 
 
 def cifar10(
-    *, root: str = "data", resolution: int | None = None, split: str = "train", download: bool = True
+    *, root: str = "data", resolution: int | None = None, split: str = "train", download: bool = True,
+    resize: str = "squash",
 ) -> TorchvisionImages:
-    """Dataset ``cifar10``: the 50k train (or 10k test) images, 10 classes, at 32 px unless resized."""
+    """Dataset ``cifar10``: the 50k train (or 10k test) images, 10 classes, at 32 px unless resized
+    (``resize``: ``squash`` or ``center_crop``; the images are square, so only the filter differs)."""
     _check_split("cifar10", split, ("train", "test"))
     resolution = resolution or 32
     root = os.path.abspath(os.path.expanduser(root))
@@ -84,14 +88,16 @@ def cifar10(
     # clean-fid precomputed cifar10 statistics at 32 px for both splits, train and test
     reference = ("cifar10", 32, split) if resolution == 32 else None
     return TorchvisionImages(
-        images, name="cifar10", resolution=resolution, num_classes=10, cleanfid_reference=reference
+        images, name="cifar10", resolution=resolution, num_classes=10, cleanfid_reference=reference, resize=resize
     )
 
 
 def stl10(
-    *, root: str = "data", resolution: int | None = None, split: str = "unlabeled", download: bool = True
+    *, root: str = "data", resolution: int | None = None, split: str = "unlabeled", download: bool = True,
+    resize: str = "squash",
 ) -> TorchvisionImages:
-    """Dataset ``stl10``: the 100k ``unlabeled`` 96 px images resized to 48 px (labelled splits: 10 classes)."""
+    """Dataset ``stl10``: the 100k ``unlabeled`` 96 px images resized to 48 px (labelled splits: 10 classes);
+    ``resize``: ``squash`` (bilinear, the release) or ``center_crop`` (bicubic)."""
     _check_split("stl10", split, datasets.STL10.splits)
     root = os.path.abspath(os.path.expanduser(root))
     images = _load("stl10", datasets.STL10, root, split=split, download=download)
@@ -101,4 +107,5 @@ def stl10(
         resolution=resolution or 48,
         num_classes=0 if "unlabeled" in split else 10,
         cleanfid_reference=None,
+        resize=resize,
     )

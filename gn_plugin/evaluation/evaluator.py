@@ -14,7 +14,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from gn_plugin.config import EvalConfig
+from torch import nn
+
+from gn_plugin.config import Config, EvalConfig
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.evaluation.features import (
     FeatureExtractor,
@@ -25,18 +27,27 @@ from gn_plugin.evaluation.features import (
     sampled_batches,
 )
 from gn_plugin.evaluation.reference import cleanfid_reference, dataset_reference
+from gn_plugin.evaluation.sampling import latent_sampler
 from gn_plugin.metrics.base import ReferenceStats, compute_metrics, get_metric
 
 HALVES_SEED = 0
 EVAL_SEED = 123_456  # the same z at every evaluation, so metrics of different steps compare
 
 
+def evaluation_sampler(generator: nn.Module, config: Config, device: torch.device | str) -> Callable[[int], Tensor]:
+    """The sampler every evaluation of ``generator`` uses: z from :data:`EVAL_SEED`, ``eval.generator_mode``,
+    and in train mode batches of ``train.batch_size_g`` (the batch the release samples with)."""
+    mode = config.eval.generator_mode
+    batch_size = config.train.batch_size_g if mode == "train" else None
+    return latent_sampler(generator, device, EVAL_SEED, mode=mode, batch_size=batch_size)
+
+
 class Evaluator:
     """Scores samples against a data set in its metric space, with the ``eval.*`` settings.
 
-    ``extractor`` overrides the one ``dataset.metric_space`` picks; clean-fid's precomputed
-    statistics belong to its own Inception pipeline, so with a custom extractor the reference is
-    always computed from the data. ``held_out`` is the data set's held-out split (for example the
+    ``extractor`` overrides the one ``dataset.metric_space`` picks (and ``eval.mode`` for Inception);
+    clean-fid's precomputed statistics belong to its own Inception pipelines, so with a custom
+    extractor the reference is always computed from the data. ``held_out`` is the data set's held-out split (for example the
     same data set created with ``split="test"``), used by :meth:`floor`.
     """
 
@@ -59,10 +70,13 @@ class Evaluator:
             extractor is None and dataset.metric_space == "inception" and dataset.cleanfid_reference is not None
         )
         self.extractor = extractor or build_extractor(
-            dataset.metric_space, inception_path=settings.inception_path, device=self.device
+            dataset.metric_space, inception_path=settings.inception_path, device=self.device, mode=settings.mode,
+            pytorch_inception_path=settings.pytorch_inception_path,
         )
         if uses_cleanfid_stats:
-            self.reference = cleanfid_reference(*dataset.cleanfid_reference, with_features="kid" in settings.metrics)
+            self.reference = cleanfid_reference(
+                *dataset.cleanfid_reference, mode=settings.mode, with_features="kid" in settings.metrics
+            )
         else:
             self.reference = dataset_reference(dataset, self.extractor, settings.batch_size, settings.cache_dir)
 

@@ -1,10 +1,17 @@
 """Feature extractors: images in [-1, 1] NCHW -> ``(features [N, d], class probabilities [N, K])``.
 
-``inception``: clean-fid's TorchScript port of the TF Inception (2015-12-05) weights, fed the way
-clean-fid feeds it (uint8 pixels, its "clean" PIL bicubic resize to 299, CPU-bound): 2048-d pool
-features for FID/KID and 1008-way probabilities without the output bias for IS, from one pass.
+``inception``: the TF Inception (2015-12-05) weights fed the way one of clean-fid's three modes feeds
+them (``eval.mode``), from uint8 pixels (generated images are quantised as when saved to PNG): 2048-d
+pool features for FID/KID and 1008-way probabilities without the output bias for IS, from one pass.
+
+- ``clean``: clean-fid's TorchScript port, after its "clean" PIL bicubic resize to 299 (CPU-bound).
+- ``legacy_tensorflow``: the same TorchScript file resizing inside, as the TF graph does
+  (``tf.image.resize_bilinear`` and its alignment): TTUR's FID and the TF Inception Score.
+- ``legacy_pytorch``: pytorch-fid's port of the weights (:func:`load_pytorch_inception`) after
+  PyTorch's bilinear resize to 299, as pytorch-gan-metrics (the authors' release) and clean-fid do.
+
 ``digits``: the shipped digits classifier (see :mod:`gn_plugin.evaluation.digits_classifier`).
-An extractor's ``name`` identifies its network and weights; reference-statistics caches key on it.
+An extractor's ``name`` identifies its network, weights and mode; reference-statistics caches key on it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from cleanfid import downloads_helper
 from cleanfid.resize import build_resizer
 from torch import Tensor
@@ -28,9 +36,12 @@ from gn_plugin.evaluation.digits_classifier import (
     DIGITS_CLASSIFIER_PATH,
     load_digits_classifier,
 )
+from gn_plugin.evaluation.pytorch_inception import load_pytorch_inception, resolve_pytorch_inception_path
 from gn_plugin.metrics.base import FeatureSet
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
+#: clean-fid's three ways of feeding Inception (``eval.mode``)
+EVAL_MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
 
 
 class FeatureExtractor(Protocol):
@@ -111,26 +122,53 @@ def clean_resize(pixels: Tensor, resize: Callable[[np.ndarray], np.ndarray]) -> 
 class InceptionExtractor:
     """clean-fid's TorchScript Inception: 2048-d pool features and 1008-way probabilities in one pass.
 
-    The TorchScript forward computes ``features = layers((x - 128) / 128)`` and returns them for
-    ``return_features=True``, else ``softmax(features @ output.weight.T)`` for ``no_output_bias=True``;
-    calling it twice would run the network twice, so both are computed here from one ``layers``
-    pass (its built-in resampling is skipped, as clean-fid's own wrapper does, since the input is
-    already 299×299).
+    The TorchScript forward resizes to 299 the way the TF graph does, then computes
+    ``features = layers((x - 128) / 128)`` and returns them for ``return_features=True``, else
+    ``softmax(features @ output.weight.T)`` for ``no_output_bias=True``; calling it twice would run
+    the network twice, so the probabilities are computed here from the features of one pass. In
+    ``clean`` mode the images are resized by clean-fid's PIL resizer and ``layers`` is called
+    directly (the built-in resize skipped, as clean-fid's own wrapper does); in
+    ``legacy_tensorflow`` mode the forward resizes.
     """
 
-    def __init__(self, path: str | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(self, path: str | None = None, device: str | torch.device = "cpu", mode: str = "clean") -> None:
+        if mode not in ("clean", "legacy_tensorflow"):
+            raise GnPluginError(f"eval.mode: the TorchScript Inception serves clean and legacy_tensorflow, not {mode!r}")
         path = resolve_inception_path(path)
         self.model = load_inception(path, device)
         self.device = torch.device(device)
-        self.name = f"inception-{file_digest(path)}"
+        self.mode = mode
+        self.name = f"inception-{mode}-{file_digest(path)}"
         self._resize = build_resizer("clean")
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Features [N, 2048] and probabilities [N, 1008] of images in [-1, 1]."""
-        pixels = clean_resize(to_uint8(to_rgb(images)), self._resize).to(self.device)
-        features = self.model.layers((pixels - 128) / 128).reshape(len(pixels), -1)
+        pixels = to_uint8(to_rgb(images))
+        if self.mode == "clean":
+            resized = clean_resize(pixels, self._resize).to(self.device)
+            features = self.model.layers((resized - 128) / 128).reshape(len(pixels), -1)
+        else:
+            features = self.model(pixels.to(self.device, torch.float32), return_features=True)
         probabilities = torch.softmax(features @ self.model.output.weight.T, dim=1)
         return features, probabilities
+
+
+class PytorchInceptionExtractor:
+    """clean-fid's ``legacy_pytorch`` pipeline: uint8 pixels, PyTorch bilinear resize to 299 (clipped
+    to [0, 255], not re-quantised), pytorch-fid's network on ``2 · pixels / 255 − 1``."""
+
+    def __init__(self, path: str | None = None, device: str | torch.device = "cpu") -> None:
+        path = resolve_pytorch_inception_path(path)
+        self.network, self.fc_weight = load_pytorch_inception(path, device)
+        self.device = torch.device(device)
+        self.name = f"inception-legacy_pytorch-{file_digest(path)}"
+
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Features [N, 2048] and probabilities [N, 1008] of images in [-1, 1]."""
+        pixels = to_uint8(to_rgb(images)).to(self.device, torch.float32)
+        resized = F.interpolate(pixels, size=(299, 299), mode="bilinear", align_corners=False).clamp(0, 255)
+        features = self.network(2 * (resized / 255) - 1).reshape(len(pixels), -1)
+        return features, torch.softmax(features @ self.fc_weight.T, dim=1)
 
 
 class DigitsExtractor:
@@ -150,11 +188,18 @@ class DigitsExtractor:
 
 
 def build_extractor(
-    metric_space: str, *, inception_path: str | None = None, device: str | torch.device = "cpu"
+    metric_space: str,
+    *,
+    inception_path: str | None = None,
+    device: str | torch.device = "cpu",
+    mode: str = "clean",
+    pytorch_inception_path: str | None = None,
 ) -> FeatureExtractor:
-    """The extractor that scores a data set of ``metric_space`` (``inception`` or ``digits``)."""
+    """The extractor that scores a data set of ``metric_space`` (``inception`` in clean-fid's ``mode``, or ``digits``)."""
+    if metric_space == "inception" and mode == "legacy_pytorch":
+        return PytorchInceptionExtractor(pytorch_inception_path, device)
     if metric_space == "inception":
-        return InceptionExtractor(inception_path, device)
+        return InceptionExtractor(inception_path, device, mode)
     if metric_space == "digits":
         return DigitsExtractor(device=device)
     raise GnPluginError(f"unknown metric_space '{metric_space}' (choose inception or digits)")

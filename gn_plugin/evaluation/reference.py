@@ -2,8 +2,8 @@
 
 A data set that names clean-fid's statistics (``cleanfid_reference``) uses them; any other is run
 through the extractor once and cached as ``.npz`` in ``eval.cache_dir``, keyed by the data set's
-name, resolution, the extractor's weights and a fingerprint of all its images. An unreadable cache
-file is computed again.
+name, resolution, the extractor's name (its weights and, for Inception, clean-fid's mode) and a
+fingerprint of all its images. An unreadable cache file is computed again.
 """
 
 from __future__ import annotations
@@ -26,19 +26,21 @@ from gn_plugin.evaluation.features import FeatureExtractor, dataset_batches, ext
 from gn_plugin.metrics.base import ReferenceStats
 
 
-def cleanfid_reference(name: str, resolution: int, split: str, *, with_features: bool) -> ReferenceStats:
-    """clean-fid's precomputed "clean" statistics (KID features only when asked: they are large)."""
+def cleanfid_reference(
+    name: str, resolution: int, split: str, *, mode: str = "clean", with_features: bool
+) -> ReferenceStats:
+    """clean-fid's precomputed statistics of its pipeline ``mode`` (KID features only when asked: they are large)."""
     try:
-        mu, sigma = get_reference_statistics(name, resolution, mode="clean", split=split)
+        mu, sigma = get_reference_statistics(name, resolution, mode=mode, split=split)
         features = (
-            get_reference_statistics(name, resolution, mode="clean", split=split, metric="KID")
+            get_reference_statistics(name, resolution, mode=mode, split=split, metric="KID")
             if with_features
             else None
         )
     except Exception as exc:  # download (urllib, ssl, OS) and .npz errors alike mean "no statistics"
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise GnPluginError(
-            f"clean-fid reference statistics for {name} {resolution}px split '{split}' "
+            f"clean-fid reference statistics for {name} {resolution}px split '{split}' (mode {mode}) "
             f"could not be fetched or read ({reason})"
         ) from None
     return ReferenceStats(mu, sigma, features)

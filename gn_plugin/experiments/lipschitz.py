@@ -54,7 +54,7 @@ def probe_points(run: SavedRun, count: int, seed: int) -> dict[str, Tensor]:
     rng = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(run.dataset), generator=rng)[:count]
     real = torch.stack([run.dataset[int(i)][0] for i in index]).to(run.device)
-    fake = latent_sampler(run.generator, run.device, seed)(len(real))
+    fake = latent_sampler(run.generator, run.device, seed, mode=run.config.eval.generator_mode)(len(real))
     alpha = torch.rand(len(real), 1, 1, 1, generator=rng).to(run.device)
     return {"real": real, "fake": fake, "interpolated": alpha * real + (1 - alpha) * fake}
 

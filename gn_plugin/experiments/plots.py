@@ -65,7 +65,7 @@ def plot_samples(cells: list[Cell], path: Path, count: int = 64) -> None:
         axis.axis("off")
     for axis, (method, cell) in zip(axes.flat, shown.items()):
         run = load_run(cell.run_dir, "latest")
-        images = latent_sampler(run.generator_ema, run.device, seed=cell.seed + 1)(count)
+        images = latent_sampler(run.generator_ema, run.device, seed=cell.seed + 1, mode=run.config.eval.generator_mode)(count)
         grid = image_grid(images, rows=int(count**0.5)).permute(1, 2, 0).numpy()
         axis.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", interpolation="nearest")
         axis.set_title(f"{method}\nseed {cell.seed}, step {run.step}, EMA", fontsize=9)

@@ -39,7 +39,9 @@ class _StandInLayers(nn.Module):
 class StandInInception(nn.Module):
     """The structure and forward signature of ``inception-2015-12-05.pt``: ``layers``, ``output``, two flags.
 
-    It checks its inputs the way the real file expects them (299×299 pixels in [0, 255]).
+    Like the real file, the forward takes pixels in [0, 255] at any size and resizes them to 299
+    the way TF's ``resize_bilinear`` does (clean-fid's ``legacy_tensorflow`` relies on it); ``layers``
+    expects 299×299 inputs already scaled to [-1, 1].
     """
 
     def __init__(self) -> None:
@@ -48,8 +50,13 @@ class StandInInception(nn.Module):
         self.output = nn.Linear(8, 10)
 
     def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False) -> torch.Tensor:
-        assert x.shape[2] == 299 and x.shape[3] == 299, "expects 299x299"
         assert bool(x.min() >= 0.0) and bool(x.max() <= 255.0), "expects pixels in [0, 255]"
+        batch, channels, height, width = x.shape
+        theta = torch.eye(2, 3, device=x.device)
+        theta[0, 2] += theta[0, 0] / width - theta[0, 0] / 299
+        theta[1, 2] += theta[1, 1] / height - theta[1, 1] / 299
+        grid = nn.functional.affine_grid(theta.unsqueeze(0).repeat(batch, 1, 1), [batch, channels, 299, 299], align_corners=False)
+        x = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         features = self.layers((x - 128) / 128).reshape(x.shape[0], -1)
         if return_features:
             return features

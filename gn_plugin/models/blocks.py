@@ -1,7 +1,8 @@
 """Building blocks shared by the architectures: activations, class conditioning, residual blocks, inits.
 
 Everything used inside a discriminator here is per-sample (no BatchNorm) and, apart from the
-optional smooth activations, piecewise linear, so GN's bound ‖∇ₓf̂‖ ≤ 1 holds for it.
+optional smooth activations (``elu``, ``softplus``, ``softplus20``, ``gelu``), piecewise linear, so
+GN's bound ‖∇ₓf̂‖ ≤ 1 holds for it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ _ACTIVATIONS: dict[str, tuple[Callable[[float], nn.Module], bool]] = {
     "relu": (lambda slope: nn.ReLU(), True),
     "elu": (lambda slope: nn.ELU(), False),
     "softplus": (lambda slope: nn.Softplus(), False),
+    "softplus20": (lambda slope: nn.Softplus(beta=20.0), False),  # Softplus with β = 20: closer to ReLU
     "gelu": (lambda slope: nn.GELU(), False),
 }
 
 ACTIVATIONS = tuple(_ACTIVATIONS)
+#: the LeakyReLU slope of ``activation: leaky_relu`` in the residual discriminators (ReLU by default)
+RESNET_LEAKY_SLOPE = 0.2
 
 
 def _activation_entry(name: str) -> tuple[Callable[[float], nn.Module], bool]:
@@ -124,18 +128,19 @@ class UpBlock(nn.Module):
 
 
 class DownBlock(nn.Module):
-    """Discriminator residual block: ReLU-Conv3-ReLU-Conv3 [-AvgPool2]; shortcut Conv1 [-AvgPool2].
+    """Discriminator residual block: act-Conv3-act-Conv3 [-AvgPool2]; shortcut Conv1 [-AvgPool2].
 
-    The shortcut is a 1×1 conv only when the channels change or the block down-samples, else identity.
+    ``act`` is ReLU unless ``activation`` names another. The shortcut is a 1×1 conv only when the
+    channels change or the block down-samples, else identity.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, down: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, down: bool, activation: str = "relu") -> None:
         super().__init__()
         pool: list[nn.Module] = [nn.AvgPool2d(2)] if down else []
         self.residual = nn.Sequential(
-            nn.ReLU(),
+            activation_layer(activation, RESNET_LEAKY_SLOPE),
             nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            nn.ReLU(),
+            activation_layer(activation, RESNET_LEAKY_SLOPE),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
             *pool,
         )
@@ -149,16 +154,16 @@ class DownBlock(nn.Module):
 
 
 class OptimizedDownBlock(nn.Module):
-    """First discriminator block (SN-GAN): Conv3-ReLU-Conv3-AvgPool2; shortcut AvgPool2-Conv1.
+    """First discriminator block (SN-GAN): Conv3-act-Conv3-AvgPool2; shortcut AvgPool2-Conv1.
 
     No activation on the input image, which is why it differs from :class:`DownBlock`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, activation: str = "relu") -> None:
         super().__init__()
         self.residual = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            nn.ReLU(),
+            activation_layer(activation, RESNET_LEAKY_SLOPE),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
             nn.AvgPool2d(2),
         )
@@ -186,4 +191,19 @@ def init_xavier_uniform_(module: nn.Module) -> None:
         if isinstance(layer, _WEIGHTED):
             nn.init.xavier_uniform_(layer.weight)
             if getattr(layer, "bias", None) is not None:
+                nn.init.zeros_(layer.bias)
+
+
+def init_kaiming_normal_(module: nn.Module) -> None:
+    """``kaiming_normal_`` weights (std √(2 / fan_in)) of every linear and conv, biases 0 (the authors' ResNets).
+
+    Embeddings (class-conditional BN gains and projections, which the authors' ResNets do not have)
+    are xavier-uniform, as in their BigGAN.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Embedding):
+            nn.init.xavier_uniform_(layer.weight)
+        elif isinstance(layer, _WEIGHTED):
+            nn.init.kaiming_normal_(layer.weight)
+            if layer.bias is not None:
                 nn.init.zeros_(layer.bias)

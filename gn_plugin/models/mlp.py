@@ -74,9 +74,10 @@ def mlp(
 ) -> GANPair:
     """Model ``mlp``: ``depth`` hidden layers of ``hidden × width`` units in G and D.
 
-    D uses ``activation`` (LeakyReLU(0.2) by default; ``relu`` is also piecewise linear, ``elu``,
-    ``softplus`` and ``gelu`` are smooth and void GN's bound). ``num_classes > 0`` makes it
-    class-conditional: G appends a label embedding to z, D adds a projection term.
+    D uses ``activation`` (LeakyReLU(0.2) by default; ``relu`` is also piecewise linear; ``elu``,
+    ``softplus``, ``softplus20`` (Softplus with β = 20) and ``gelu`` are smooth and void GN's bound).
+    ``num_classes > 0`` makes it class-conditional: G appends a label embedding to z, D adds a
+    projection term.
     ``generator_batchnorm=False`` drops G's BatchNorm (its statistics are per process under torchrun).
     """
     if depth < 0 or hidden < 1:

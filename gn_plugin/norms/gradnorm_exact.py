@@ -2,10 +2,11 @@
 
 For a piecewise-linear D the Hessian of f vanishes almost everywhere (Theorem 6's argument), so
 
-- **G step**: ∇ₓf̂ = ‖∇f‖ · ∇f / (‖∇f‖ + |f|)², the gradient ∇ₓf scaled per sample. The G step runs one
+- **G step**: ∇ₓf̂ is the gradient ∇ₓf scaled per sample by ∂f̂/∂f at fixed ‖∇ₓf‖ (the formula's
+  ``slope``): ‖∇f‖ / (‖∇f‖ + |f|)² for GN's ζ = |f|, 1/(‖∇f‖ + ζ) for ζ = 1 or 0. The G step runs one
   plain forward/backward through D and rescales, with no double backprop; with the loss derivative
   taken at f̂ by autograd this is exact for any loss.
-- **D step**: the D loss L depends on f̂ = f / (‖∇ₓf‖ + |f|). Autograd's double backprop gets ∂L/∂θ from
+- **D step**: the D loss L depends on f̂ = f / (‖∇ₓf‖ + ζ), through f and ∇ₓf. Autograd's double backprop gets ∂L/∂θ from
   a forward pass, the backward for ∇ₓf (with its graph), and one backward through both graphs, which
   for every layer runs the forward graph's input and weight gradients and the gradient graph's
   tangent pass and weight gradients: six conv-sized passes where a plain D step has three. Two of
@@ -25,15 +26,16 @@ For a piecewise-linear D the Hessian of f vanishes almost everywhere (Theorem 6'
   gradients are computed as soon as the tangent pass reaches it, which frees what it saved while the
   pass goes on.
 
-Both steps give bit-identical scores and gradients equal to float rounding
-(tests/test_gradnorm_exact_g_step.py, tests/test_gradnorm_exact_d_step.py). They take GN's formula as an argument (``normalize``, with the
-signature of :func:`gn_plugin.norms.gradnorm.normalize_scores`), so the formula is written once.
+Both steps give bit-identical scores and gradients equal to float rounding, for every ζ
+(tests/test_gradnorm_exact_g_step.py, tests/test_gradnorm_exact_d_step.py). They take GN's formula as
+an argument (:class:`Formula`, :class:`gn_plugin.norms.gradnorm.GradNormFormula`), so the formula is
+written once: the D step differentiates it by autograd, the G step uses its slope.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +45,17 @@ from torch.overrides import TorchFunctionMode
 
 from gn_plugin.errors import GnPluginError
 
-#: GN's formula: ``(f, ∇ₓf) -> (f̂, ‖∇ₓf‖, denominator)``
-Normalize = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 from gn_plugin.norms.base import raw_scores
+
+
+class Formula(Protocol):
+    """GN's formula as the cheap steps need it (:class:`gn_plugin.norms.gradnorm.GradNormFormula`)."""
+
+    def __call__(self, scores: Tensor, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(f̂, ‖∇ₓf‖, denominator)`` from f and ∇ₓf."""
+
+    def slope(self, grad_norm: Tensor, denominator: Tensor) -> Tensor:
+        """∂f̂/∂f with ‖∇ₓf‖ held fixed."""
 
 
 @dataclass(eq=False)
@@ -177,7 +187,7 @@ class _PiecewiseLinearGradNormStep(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, x: Tensor, labels: Tensor | None, discriminator: nn.Module, normalize: Normalize, *parameters: nn.Parameter
+        ctx, x: Tensor, labels: Tensor | None, discriminator: nn.Module, formula: Formula, *parameters: nn.Parameter
     ) -> Tensor:
         recorder = _RecordLayers()
         with torch.enable_grad():
@@ -191,16 +201,16 @@ class _PiecewiseLinearGradNormStep(torch.autograd.Function):
         if missing:
             raise GnPluginError(f"cheap D step: parameters outside Conv2d/Linear layers: {', '.join(missing)}")
         ctx.layers, ctx.grad, ctx.seed, ctx.parameters = recorder.layers, grad, seed, parameters
-        ctx.normalize = normalize
+        ctx.formula = formula
         ctx.save_for_backward(scores.detach(), grad.detach())
-        return normalize(scores.detach(), grad.detach())[0]
+        return formula(scores.detach(), grad.detach())[0]
 
     @staticmethod
     def backward(ctx, upstream: Tensor):
         scores, grad = ctx.saved_tensors
         with torch.enable_grad():  # ∂L/∂f and ∂L/∂(∇ₓf) through the same formula as the forward
             scores, grad = scores.requires_grad_(True), grad.requires_grad_(True)
-            a, grad_tangent = torch.autograd.grad(ctx.normalize(scores, grad)[0], (scores, grad), upstream)
+            a, grad_tangent = torch.autograd.grad(ctx.formula(scores, grad)[0], (scores, grad), upstream)
         sink = _ParameterGradients(a)
         for layer in ctx.layers:
             layer.sink = sink
@@ -236,23 +246,23 @@ def supports_cheap_discriminator_step(discriminator: nn.Module) -> bool:
 
 
 def cheap_discriminator_scores(
-    discriminator: nn.Module, images: Tensor, labels: Tensor | None, normalize: Normalize
+    discriminator: nn.Module, images: Tensor, labels: Tensor | None, formula: Formula
 ) -> Tensor:
     """f̂ of ``images`` for the D loss, with the four-pass backward (exact for a piecewise-linear D)."""
-    return _PiecewiseLinearGradNormStep.apply(images, labels, discriminator, normalize, *discriminator.parameters())
+    return _PiecewiseLinearGradNormStep.apply(images, labels, discriminator, formula, *discriminator.parameters())
 
 
 class _PiecewiseLinearGradNorm(torch.autograd.Function):
-    """f̂(x) in the forward; in the backward, the upstream gradient times ‖∇f‖∇f/(‖∇f‖+|f|)²."""
+    """f̂(x) in the forward; in the backward, the upstream gradient times the formula's slope times ∇f."""
 
     @staticmethod
-    def forward(ctx, images: Tensor, discriminator: nn.Module, labels: Tensor | None, normalize: Normalize) -> Tensor:
+    def forward(ctx, images: Tensor, discriminator: nn.Module, labels: Tensor | None, formula: Formula) -> Tensor:
         with torch.enable_grad():
             x = images.detach().requires_grad_(True)
             scores = raw_scores(discriminator, x, labels)
             (grad,) = torch.autograd.grad(scores.sum(), x)
-        normalized, grad_norm, denominator = normalize(scores.detach(), grad)
-        ctx.save_for_backward(grad, grad_norm / denominator**2)
+        normalized, grad_norm, denominator = formula(scores.detach(), grad)
+        ctx.save_for_backward(grad, formula.slope(grad_norm, denominator))
         return normalized
 
     @staticmethod
@@ -263,7 +273,7 @@ class _PiecewiseLinearGradNorm(torch.autograd.Function):
 
 
 def cheap_generator_scores(
-    discriminator: nn.Module, fake: Tensor, labels: Tensor | None, normalize: Normalize
+    discriminator: nn.Module, fake: Tensor, labels: Tensor | None, formula: Formula
 ) -> Tensor:
     """f̂ of ``fake`` for the G loss, by one plain backward through D (exact for a piecewise-linear D)."""
-    return _PiecewiseLinearGradNorm.apply(fake, discriminator, labels, normalize)
+    return _PiecewiseLinearGradNorm.apply(fake, discriminator, labels, formula)

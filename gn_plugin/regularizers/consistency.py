@@ -34,7 +34,7 @@ def consistency_from_scores(scores: Tensor, augmented_scores: Tensor) -> Tensor:
 
 
 class ConsistencyRegularizer:
-    """weight · mean((D(aug(x_real)) − D(x_real))²), aug = random flip + translation (zero fill).
+    """weight · mean((D(aug(x_real)) − D(x_real))²), aug = random flip + translation (black fill, as the release).
 
     The default weight 10 is CR-GAN's; the ``gn-cr`` norm uses 5, as the GN-GAN authors did.
     """

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from gn_plugin.config import RESUMABLE_KEYS, Config, changed_keys, load_config, resume_conflicts, save_config
 from gn_plugin.errors import GnPluginError, Interrupted, first_line
-from gn_plugin.evaluation.evaluator import EVAL_SEED, Evaluator
+from gn_plugin.evaluation.evaluator import Evaluator, evaluation_sampler
 from gn_plugin.evaluation.sampling import image_grid, latent_sampler
 from gn_plugin.metrics.base import higher_is_better
 from gn_plugin.training import distributed
@@ -273,9 +273,9 @@ def log_scalars(t: Training, d_step: DiscriminatorStep, g_loss: Tensor, speed: S
 
 def sample_grid(t: Training) -> Tensor:
     """Raw and EMA samples of fixed z side by side, as one image grid in [0, 1]."""
-    seed, count = t.config.train.seed + 1, t.config.train.sample_count
-    raw = latent_sampler(t.generator, t.device, seed)(count)
-    ema = latent_sampler(t.generator_ema, t.device, seed)(count)
+    seed, count, mode = t.config.train.seed + 1, t.config.train.sample_count, t.config.eval.generator_mode
+    raw = latent_sampler(t.generator, t.device, seed, mode=mode)(count)
+    ema = latent_sampler(t.generator_ema, t.device, seed, mode=mode)(count)
     return image_grid(torch.cat([raw, ema]), rows=int(math.sqrt(count)))
 
 
@@ -284,7 +284,7 @@ def evaluate(t: Training, evaluator: Evaluator, wall_time_s: float) -> list[dict
     options = t.config.eval
     records = []
     for name, generator in (("raw", t.generator), ("ema", t.generator_ema)):
-        metrics = evaluator.evaluate(latent_sampler(generator, t.device, seed=EVAL_SEED))
+        metrics = evaluator.evaluate(evaluation_sampler(generator, t.config, t.device))
         records.append({"step": t.step, "generator": name, **metrics})
         t.files.append_result(records[-1])
     chosen = next(r for r in records if r["generator"] == options.best_generator)

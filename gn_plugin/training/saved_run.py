@@ -14,7 +14,7 @@ from torchvision.utils import save_image
 from gn_plugin.config import Config, load_config
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.errors import GnPluginError
-from gn_plugin.evaluation.evaluator import EVAL_SEED, Evaluator
+from gn_plugin.evaluation.evaluator import Evaluator, evaluation_sampler
 from gn_plugin.evaluation.sampling import image_grid, latent_sampler
 from gn_plugin.training import checkpoint
 from gn_plugin.training.build import build_dataset_and_models
@@ -57,7 +57,7 @@ def sample_run(run_dir: Path, checkpoint: str = "latest", out: str | None = None
     """Write a grid of ``count`` samples of a run's (EMA) generator; returns the PNG path."""
     run = load_run(run_dir, checkpoint)
     generator = run.generator_ema if use_ema else run.generator
-    images = latent_sampler(generator, run.device, seed=run.config.train.seed + 1)(count)
+    images = latent_sampler(generator, run.device, seed=run.config.train.seed + 1, mode=run.config.eval.generator_mode)(count)
     path = Path(out) if out else run.files.samples / f"{checkpoint}_{'ema' if use_ema else 'raw'}_step{run.step}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(image_grid(images, rows=int(count**0.5)), path)
@@ -70,7 +70,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", overrides: list[str] |
     evaluator = Evaluator(run.dataset, run.config.eval, run.device)
     records = []
     for name, generator in (("raw", run.generator), ("ema", run.generator_ema)):
-        metrics = evaluator.evaluate(latent_sampler(generator, run.device, seed=EVAL_SEED))
+        metrics = evaluator.evaluate(evaluation_sampler(generator, run.config, run.device))
         records.append({"step": run.step, "generator": name, "checkpoint": checkpoint, **metrics})
         run.files.append_result(records[-1])
     run.files.close()

@@ -145,9 +145,16 @@ def generator_step(t: Training) -> Tensor:
 
 @torch.no_grad()
 def update_ema(t: Training) -> None:
-    """EMA of G's weights (plain copy before ``ema.start``); buffers are copied."""
+    """EMA of G's whole state, as the release averages its state dict (plain copy before ``ema.start``).
+
+    Floating-point buffers (BatchNorm's running statistics, spectral norm's vectors) are averaged
+    like the weights; integer ones (BatchNorm's batch counter) are copied.
+    """
     decay = t.config.train.ema.decay if t.step >= t.config.train.ema.start else 0.0
     for ema_param, param in zip(t.generator_ema.parameters(), t.generator.parameters()):
         ema_param.lerp_(param, 1.0 - decay)
     for ema_buffer, buffer in zip(t.generator_ema.buffers(), t.generator.buffers()):
-        ema_buffer.copy_(buffer)
+        if ema_buffer.is_floating_point():
+            ema_buffer.lerp_(buffer, 1.0 - decay)
+        else:
+            ema_buffer.copy_(buffer)
