@@ -25,7 +25,7 @@ from gn_plugin.evaluation.features import (
     sampled_batches,
 )
 from gn_plugin.evaluation.reference import cleanfid_reference, dataset_reference
-from gn_plugin.metrics.base import ReferenceStats, compute_metrics, get_metric
+from gn_plugin.metrics.base import ReferenceStats, compute_metrics, get_metric, needs_reference_features
 
 HALVES_SEED = 0
 EVAL_SEED = 123_456  # the same z at every evaluation, so metrics of different steps compare
@@ -62,7 +62,8 @@ class Evaluator:
             dataset.metric_space, inception_path=settings.inception_path, device=self.device
         )
         if uses_cleanfid_stats:
-            self.reference = cleanfid_reference(*dataset.cleanfid_reference, with_features="kid" in settings.metrics)
+            with_features = any(map(needs_reference_features, settings.metrics))
+            self.reference = cleanfid_reference(*dataset.cleanfid_reference, with_features=with_features)
         else:
             self.reference = dataset_reference(dataset, self.extractor, settings.batch_size, settings.cache_dir)
 
