@@ -54,8 +54,9 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
         evaluator = Evaluator(t.dataset, config.eval, t.device) if group.is_main else None
     options = config.train
     bar = tqdm(total=options.steps, initial=t.step, disable=not (progress and group.is_main), desc=config.norm.name, unit="step")
-    started = time.perf_counter()
-    speed = SpeedMeter(t.step)
+    # A resumed run's clock continues from its last kept evaluation.
+    started = time.perf_counter() - (last_wall_time(files) if resume else 0.0)
+    speed, speed_between_evaluations = SpeedMeter(t.step), SpeedMeter(t.step)
 
     while t.step < options.steps:
         d_step, g_loss = train_iteration(t)
@@ -69,8 +70,13 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
             with private_rng(t.device):
                 files.add_image(t.step, sample_grid(t))
         if group.is_main and ((config.eval.every and t.step % config.eval.every == 0) or done):
+            timing = {
+                "wall_time_s": time.perf_counter() - started,
+                "train_steps_per_s": speed_between_evaluations.read(t.step),
+            }
             with private_rng(t.device):
-                records = evaluate(t, evaluator)
+                records = evaluate(t, evaluator, timing)
+            speed_between_evaluations.pause()
             metric = config.eval.best_metric
             shown = {r["generator"]: r.get(metric) for r in records}
             bar.write(f"step {t.step}: {metric} raw {shown['raw']:.3f}, ema {shown['ema']:.3f}")
@@ -122,6 +128,15 @@ class SpeedMeter:
         self.time, self.step = now, step
         return speed
 
+    def pause(self) -> None:
+        """Leave the time since the last reading (an evaluation, say) out of the next reading."""
+        self.time = time.perf_counter()
+
+
+def last_wall_time(files: RunFiles) -> float:
+    """Wall time of the last evaluation on record (0 without one)."""
+    return max((r.get("wall_time_s", 0.0) for r in files.read_results()), default=0.0)
+
 
 def log_scalars(t: Training, d_step: DiscriminatorStep, g_loss: Tensor, speed: SpeedMeter) -> dict[str, float]:
     """Losses, probes, learning rates and speed to TensorBoard and ``scalars.jsonl``; returns them."""
@@ -145,13 +160,16 @@ def sample_grid(t: Training) -> Tensor:
     return image_grid(torch.cat([raw, ema]), rows=int(math.sqrt(count)))
 
 
-def evaluate(t: Training, evaluator: Evaluator) -> list[dict[str, Any]]:
-    """Score the raw and the EMA generator; keep ``best.pt`` for ``eval.best_metric`` of ``best_generator``."""
+def evaluate(t: Training, evaluator: Evaluator, timing: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Score the raw and the EMA generator; keep ``best.pt`` for ``eval.best_metric`` of ``best_generator``.
+
+    ``timing`` (wall time so far, train steps/s since the last evaluation) goes into both records.
+    """
     options = t.config.eval
     records = []
     for name, generator in (("raw", t.generator), ("ema", t.generator_ema)):
         metrics = evaluator.evaluate(latent_sampler(generator, t.device, seed=EVAL_SEED))
-        records.append({"step": t.step, "generator": name, **metrics})
+        records.append({"step": t.step, "generator": name, **(timing or {}), **metrics})
         t.files.append_result(records[-1])
     chosen = next(r for r in records if r["generator"] == options.best_generator)
     value = chosen.get(options.best_metric)
