@@ -256,6 +256,27 @@ def test_floor_without_held_out_split_scores_one_half_against_the_other(digits_t
     assert 0 < floor["fid"] < 5.0
 
 
+def test_resampled_floor_scores_draws_of_the_training_images_like_a_generator(digits_train, tmp_path):
+    options = EvalConfig(num_samples=700, batch_size=256, metrics=["fid", "precision"], cache_dir=str(tmp_path))
+    evaluator = Evaluator(digits_train, options)
+    draws = evaluator.resampled_floor(draws=3, seed=5)
+    assert len(draws) == 3 and evaluator.resampled_floor(draws=3, seed=5) == draws
+    # The first draw is what a generator returning those training images, in that order, scores.
+    rows = torch.as_tensor(np.random.default_rng(5).integers(0, len(digits_train), size=700))
+    chunks = iter(digits_train.images[rows].split(256))
+    assert evaluator.evaluate(lambda n: next(chunks)[:n]) == pytest.approx(draws[0], rel=1e-6)
+    assert all(d["precision"] == 1.0 for d in draws)  # every drawn image is a training image
+
+
+def test_resampled_floor_falls_with_the_sample_count(digits_train, tmp_path):
+    """FID's small-sample bias: the same data scored with fewer images gives a higher floor."""
+    def mean_fid(count: int) -> float:
+        options = EvalConfig(num_samples=count, batch_size=500, metrics=["fid"], cache_dir=str(tmp_path))
+        return float(np.mean([d["fid"] for d in Evaluator(digits_train, options).resampled_floor(draws=5)]))
+
+    assert mean_fid(2000) < mean_fid(360) / 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Inception path with a TorchScript stand-in for clean-fid's inception-2015-12-05.pt
 
