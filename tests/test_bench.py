@@ -287,7 +287,7 @@ def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     assert len(floor["draws"]) == bench.FLOOR_DRAWS and floor["images"] == TINY["eval.num_samples"]
     markdown = (out / "results.md").read_text()
     for text in ("| EMA | gn | 2 |", "| raw | none | 2 |", "*floor: 64 training images* | 20 draws", "**Warning:**",
-                 "### Comparisons: FID", "| gn vs none |", "best within T"):
+                 "### Comparisons: FID, EMA generator", "| gn vs none |", "best within T"):
         assert text in markdown, text
     page = Path(bench_spec.load_spec(path).docs).read_text()
     assert "| EMA | gn | 2 |" in page and (Path(bench_spec.load_spec(path).docs).parent / "tiny" / "curves.png").is_file()

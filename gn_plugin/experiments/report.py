@@ -25,7 +25,7 @@ from typing import Any
 
 from gn_plugin.experiments.invocations import read_invocations
 from gn_plugin.experiments.spec import BenchSpec, Cell, floor_key
-from gn_plugin.experiments.statistics import COMPARISON_COLUMNS, Summary, compare_all, seeds_needed, summarize
+from gn_plugin.experiments.statistics import COMPARISON_COLUMNS, compare_all, seeds_needed, summarize
 from gn_plugin.metrics.base import higher_is_better
 
 LABELS = {
@@ -167,9 +167,10 @@ def comparisons(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict
     return result
 
 
-def floor_summaries(floor: dict[str, Any], metrics: Sequence[str]) -> dict[str, Summary]:
-    """Per metric: the summary of the floor's draws (mean and bootstrap CI of the mean over draws)."""
-    return {m: summarize([d[m] for d in floor["draws"]]) for m in metrics if all(m in d for d in floor["draws"])}
+def floor_summary(floor: dict[str, Any], metric: str) -> dict[str, Any] | None:
+    """The summary of the floor's draws of ``metric`` (mean and bootstrap CI of the mean over the draws)."""
+    values = [d[metric] for d in floor["draws"] if d.get(metric) is not None]
+    return asdict(summarize(values)) if values else None
 
 
 @dataclass
@@ -212,22 +213,18 @@ def stat(mean: float | None, std: float | None) -> str:
     return number(mean) if std is None or mean is None else f"{number(mean)} ± {number(std, 2)}"
 
 
-def interval(summary: Summary | dict[str, Any] | None) -> str:
-    """``mean [low, high]``; the mean alone without a CI."""
+def interval(summary: dict[str, Any] | None) -> str:
+    """``mean [low, high]`` of a summary; the mean alone without a CI."""
     if summary is None:
         return "–"
-    s = summary if isinstance(summary, dict) else asdict(summary)
-    if s["ci_low"] is None:
-        return number(s["mean"])
-    return f"{number(s['mean'])} [{number(s['ci_low'])}, {number(s['ci_high'])}]"
+    if summary["ci_low"] is None:
+        return number(summary["mean"])
+    return f"{number(summary['mean'])} [{number(summary['ci_low'])}, {number(summary['ci_high'])}]"
 
 
-def spread(summary: dict[str, Any] | Summary | None) -> str:
-    """``median / std``."""
-    if summary is None:
-        return "–"
-    s = summary if isinstance(summary, dict) else asdict(summary)
-    return f"{number(s['median'])} / {number(s['std'], 2)}"
+def spread(summary: dict[str, Any] | None) -> str:
+    """``median / std`` of a summary."""
+    return "–" if summary is None else f"{number(summary['median'])} / {number(summary['std'], 2)}"
 
 
 def arrow(metric: str) -> str:
@@ -260,10 +257,10 @@ def metric_table(report: BenchReport, metric: str) -> str:
                 cells += [interval(summary), spread(summary)]
             lines.append(f"| {GENERATOR_LABELS[generator]} | {method} | {seeds_text(report.rows, method, generator)} | " + " | ".join(cells) + " |")
     for floor in report.floors:
-        summary = floor_summaries(floor, [metric]).get(metric)
+        summary = floor_summary(floor, metric)
         if summary is not None:
             cells = [interval(summary), spread(summary)] * len(STAGES)
-            lines.append(f"| – | *floor: {floor['label']}* | {summary.n} draws | " + " | ".join(cells) + " |")
+            lines.append(f"| – | *floor: {floor['label']}* | {summary['n']} draws | " + " | ".join(cells) + " |")
         held_out = floor.get("held_out")
         if held_out and metric in held_out["metrics"]:
             value = number(held_out["metrics"][metric])
@@ -271,18 +268,30 @@ def metric_table(report: BenchReport, metric: str) -> str:
     return "\n".join(lines)
 
 
+def needed_text(comparison: dict[str, Any]) -> str:
+    """Roughly how many seeds per method an inconclusive comparison would need, in words."""
+    needed = comparison["seeds_needed"]
+    if min(comparison["n_a"], comparison["n_b"]) < 2:
+        return "one seed: no spread to test"
+    if comparison["diff"] == 0:
+        return "equal means"
+    if needed is None:
+        return "more than 10,000 seeds"
+    return f"≈ {needed} seeds" if needed < 100 else f"≈ {float(f'{needed:.2g}'):,.0f} seeds"
+
+
 def verdict_text(comparison: dict[str, Any]) -> str:
     """The verdict in words; an inconclusive one says how many seeds would decide it."""
     if comparison["verdict"] != "inconclusive":
         return f"**{comparison['verdict']}**"
-    needed = comparison["seeds_needed"]
-    return "inconclusive" if needed is None else f"inconclusive (≈ {needed} seeds)"
+    return f"inconclusive ({needed_text(comparison)})"
 
 
-def ranked(comparison: dict[str, Any]) -> tuple[str, str]:
-    """(winner, loser) of a decided comparison."""
+def decided_text(comparison: dict[str, Any]) -> str:
+    """``winner better than loser (Holm p …)`` for a decided comparison."""
     a, b = comparison["method_a"], comparison["method_b"]
-    return (a, b) if comparison["verdict"] == f"{a} better" else (b, a)
+    winner, loser = (a, b) if comparison["verdict"] == f"{a} better" else (b, a)
+    return f"{winner} better than {loser} (Holm p {p_text(comparison['p_holm'])})"
 
 
 def pair(comparison: dict[str, Any]) -> str:
@@ -375,11 +384,9 @@ def closing_notes(report: BenchReport) -> str:
         what = f"{label(metric)} of the {GENERATOR_LABELS[generator]} generator, {STAGE_LABELS[stage]}"
         if stage == "equal_time" and report.time_limit_s is not None:
             what += f" (T = {report.time_limit_s:.0f} s)"
-        text = "; ".join(f"{winner} better than {loser} (Holm p {p_text(c['p_holm'])})" for c in decided for winner, loser in [ranked(c)])
+        text = "; ".join(decided_text(c) for c in decided)
         undecided = [c for c in family if c["verdict"] == "inconclusive"]
-        rest = "; ".join(
-            pair(c) + ("" if c["seeds_needed"] is None else f" (≈ {c['seeds_needed']} seeds)") for c in undecided
-        )
+        rest = "; ".join(f"{pair(c)} ({needed_text(c)})" for c in undecided)
         lines.append(
             f"- **{what}**: {len(decided)} of {len(family)} pairs decided"
             + (f": {text}." if decided else ".")
@@ -389,17 +396,17 @@ def closing_notes(report: BenchReport) -> str:
     if total:
         decided = sum(c["verdict"] != "inconclusive" for c in report.comparisons)
         lines.append(
-            f"- Over all {len(report.spec.metrics)} metrics, both generators and the three stages, {decided} of {total} "
+            f"- Over all {len(report.spec.metrics)} metrics, both generators and every stage, {decided} of {total} "
             "comparisons are decided (tables below)."
         )
     for floor in report.floors:
-        summary = floor_summaries(floor, [metric]).get(metric)
+        summary = floor_summary(floor, metric)
         best = [s["mean"] for s in report.summaries if (s["metric"], s["generator"], s["stage"]) == (metric, generator, "best")]
-        if summary is not None and best and summary.mean > 0:
+        if summary is not None and best and summary["mean"] > 0:
             leader = (max if higher_is_better(metric) else min)(best)
             lines.append(
                 f"- Floor ({floor['label']}): {label(metric)} {interval(summary)}; the best method's "
-                f"mean best {label(metric)} is {number(leader / summary.mean)}× that."
+                f"mean best {label(metric)} is {number(leader / summary['mean'])}× that."
             )
     return "\n".join(lines)
 
@@ -458,12 +465,10 @@ def report_body(report: BenchReport, jobs: int | None) -> str:
         parts.append(f"### {label(metric)} {arrow(metric)}\n\n{metric_table(report, metric)}")
     parts.append("### Wall time and speed\n\n" + speed_table(report))
     parts.append("### How these numbers were obtained\n\n" + table_notes(report, jobs))
+    headline = f"{label(options.best_metric)}, {GENERATOR_LABELS[options.best_generator]} generator"
     parts.append(
-        f"### Comparisons: {label(options.best_metric)}\n\n"
-        + "\n\n".join(
-            f"{GENERATOR_LABELS[g]} generator:\n\n{detail_table(report, options.best_metric, g)}"
-            for g in dict.fromkeys(r["generator"] for r in report.rows)
-        )
+        f"### Comparisons: {headline}\n\n{detail_table(report, options.best_metric, options.best_generator)}\n\n"
+        "Every other comparison's numbers are in `comparisons.csv`; their verdicts follow."
     )
     verdicts = []
     for generator in dict.fromkeys(r["generator"] for r in report.rows):
