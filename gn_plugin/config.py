@@ -227,7 +227,8 @@ class EvalConfig(Strict):
     batch_size: int = Field(500, gt=0, description="images per batch in evaluation")
     metrics: list[str] = Field(
         default_factory=lambda: ["fid", "kid", "is"],
-        description="registered metrics (fid, kid, is, coverage, or a plugin's), computed from one feature pass",
+        description="registered metrics (fid, kid, is, precision, recall, density, coverage, class_coverage, or a plugin's), "
+        "computed from one feature pass",
     )
     inception_path: str | None = Field(
         None, description="TF-Inception TorchScript file (default: clean-fid's location)"

@@ -10,17 +10,19 @@ import csv
 import itertools
 import json
 import shlex
-import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from scipy import stats as scipy_stats
 
 from gn_plugin import GnPluginError
 from gn_plugin.cli import main
 from gn_plugin.config import config_from_dict, load_config, save_config
 from gn_plugin.experiments import bench, invocations, report
 from gn_plugin.experiments import spec as bench_spec
+from gn_plugin.experiments.statistics import compare_all, holm, seeds_needed
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "yaml_configs" / "digits"
@@ -152,54 +154,91 @@ def test_each_parallel_job_gets_its_gpu_or_its_share_of_the_cpu(monkeypatch):
     assert bench.resolve_jobs("auto") == 2 and bench.resolve_jobs(1) == 1
 
 
-# -- aggregation from fabricated runs ---------------------------------------------------------------
-def test_aggregate_gives_mean_and_sample_std_over_seeds():
-    rows = [
-        {"method": "gn", "status": "finished", "best_fid": 1.0, "final_fid": 2.0, "wall_time_s": 10.0},
-        {"method": "gn", "status": "finished", "best_fid": 2.0, "final_fid": 3.0, "wall_time_s": 20.0},
-        {"method": "gn", "status": "finished", "best_fid": 6.0, "final_fid": 7.0, "wall_time_s": None},
-        {"method": "gn", "status": "unfinished"},
-        {"method": "sn", "status": "finished", "best_fid": 4.0, "final_fid": 5.0, "wall_time_s": 5.0},
-    ]
-    gn, sn = report.aggregate(rows, report.stat_columns(["fid"]))
-    assert (gn["method"], gn["n"], gn["runs"]) == ("gn", 3, 4)
-    assert gn["best_fid"] == (3.0, pytest.approx(statistics.stdev([1.0, 2.0, 6.0])))
-    assert gn["wall_time_s"] == (15.0, pytest.approx(statistics.stdev([10.0, 20.0])))
-    assert gn["steps_per_s"] == (None, None)
-    assert sn["best_fid"] == (4.0, None)  # one seed: no std
-    table = report.results_table([gn, sn], [{"metrics": {"fid": 0.5}}], ["fid"])
-    assert "| gn | 3 of 4 | **3.00 ± 2.6** | **4.00 ± 2.6** | 15.0 ± 7.1 | – |" in table
-    assert "| sn | 1 | 4.00 | 5.00 | 5.00 | – |" in table
-    assert "| *real-vs-real floor* | – | 0.500 | 0.500 | – | – |" in table
-    notes = report.reading_notes([gn, sn], [{"metrics": {"fid": 0.5}}])
-    assert "    - gn vs sn: **not separated** (1.00 ≤ 2.65)" in notes
-    assert "- Mean final FID: gn (4.00) < sn (5.00)." in notes
-
-
-def fabricate_run(cell: bench_spec.Cell, fids: dict[int, float], speeds: list[float]) -> None:
-    """A finished run directory: EMA and raw evaluations, a summary and logged speeds."""
+# -- rows, statistics and comparisons from fabricated runs ------------------------------------------
+def fabricate_run(cell: bench_spec.Cell, fids: dict[int, float], speeds: list[float], walls: list[float] | None = None) -> None:
+    """A finished run directory: EMA and raw evaluations (with wall times), a summary and logged speeds."""
     files = cell.files
     cell.run_dir.mkdir(parents=True)
     save_config(cell.config, files.config)
-    for step, fid in fids.items():
-        files.append_result({"step": step, "generator": "raw", "fid": 0.1, "kid": 0.0, "is": 9.0})
-        files.append_result({"step": step, "generator": "ema", "fid": fid, "kid": fid / 10, "is": 10 - fid})
+    walls = walls or [10.0 * (i + 1) for i in range(len(fids))]
+    for (step, fid), wall in zip(fids.items(), walls):
+        timing = {"wall_time_s": wall, "train_steps_per_s": 50.0}
+        files.append_result({"step": step, "generator": "raw", **timing, "fid": fid + 1, "kid": 0.0, "is": 9.0 - step})
+        files.append_result({"step": step, "generator": "ema", **timing, "fid": fid, "kid": fid / 10, "is": 10 - fid})
     files.append_result({"step": 4, "generator": "ema", "checkpoint": "best", "fid": 0.0})  # a later `gnbench eval`
     files.close()
-    files.write_summary({"steps": max(fids), "wall_time_s": 12.0, "best": {}})
+    files.write_summary({"steps": max(fids), "wall_time_s": walls[-1] + 2.0, "best": {}})
     files.scalars.write_text("".join(json.dumps({"step": i, "speed/steps_per_s": s}) + "\n" for i, s in enumerate(speeds)))
 
 
-def test_rows_pick_the_best_and_final_evaluation_of_the_reported_generator(tmp_path):
-    path = write_spec(tmp_path, methods={"gn": {"norm": "gn"}}, seeds=[0, 1])
-    first, second = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
-    fabricate_run(first, {2: 5.0, 4: 3.0, 6: 4.0}, [10.0, 1.0, 30.0])
-    row = report.run_row(first, ["fid", "kid", "is"])
-    assert row["status"] == "finished" and row["generator"] == "ema"
-    assert (row["best_step"], row["best_fid"], row["best_kid"], row["best_is"]) == (4, 3.0, 0.3, 7.0)
-    assert (row["final_step"], row["final_fid"]) == (6, 4.0)
-    assert row["steps_per_s"] == 10.0 and row["wall_time_s"] == 12.0
-    assert report.run_row(second, ["fid"])["status"] == "unfinished"
+def test_rows_give_each_generator_its_best_final_and_equal_time_evaluation(tmp_path):
+    path = write_spec(tmp_path, methods={"fast": {"norm": "none"}, "slow": {"norm": "gn"}}, seeds=[0, 1])
+    fast0, slow0, fast1, slow1 = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
+    fabricate_run(fast0, {2: 5.0, 4: 3.0, 6: 4.0}, [10.0, 1.0, 30.0], walls=[10.0, 20.0, 30.0])
+    fabricate_run(fast1, {2: 5.0, 4: 3.0, 6: 4.0}, [10.0], walls=[11.0, 22.0, 33.0])
+    fabricate_run(slow0, {2: 6.0, 4: 2.0, 6: 1.0}, [10.0], walls=[20.0, 40.0, 60.0])
+    # T: the fast method's slowest seed reached its last evaluation after 33 s; the slow one is cut there.
+    limit = report.time_limit([fast0, slow0, fast1, slow1])
+    assert limit == 33.0
+    ema, raw = report.run_rows(fast0, ["fid", "kid", "is"], limit)
+    assert (ema["generator"], raw["generator"]) == ("ema", "raw") and ema["status"] == "finished"
+    assert (ema["best_step"], ema["best_fid"], ema["best_kid"], ema["best_is"]) == (4, 3.0, 0.3, 7.0)
+    assert (ema["final_step"], ema["final_fid"]) == (6, 4.0)
+    assert (ema["equal_time_step"], ema["equal_time_fid"], ema["time_limit_s"]) == (4, 3.0, 33.0)
+    assert ema["steps_per_s"] == 10.0 and ema["wall_time_s"] == 32.0
+    assert (raw["best_step"], raw["best_fid"], raw["best_is"]) == (4, 4.0, 5.0)  # raw's own best evaluation
+    slow_ema, _ = report.run_rows(slow0, ["fid"], limit)
+    assert (slow_ema["best_step"], slow_ema["equal_time_step"], slow_ema["equal_time_fid"]) == (6, 2, 6.0)
+    assert [r["status"] for r in report.run_rows(slow1, ["fid"], limit)] == ["unfinished", "unfinished"]
+    assert report.time_limit([fast0]) == 30.0 and report.time_limit([slow1]) is None
+
+
+def test_comparisons_are_holm_adjusted_within_each_metric_generator_and_stage():
+    rng = np.random.default_rng(0)
+    means = {"a": 1.0, "b": 1.5, "c": 1.6}
+    rows = [
+        {"method": m, "generator": g, "status": "finished", "best_fid": float(v + rng.normal(0, 0.1)),
+         "final_fid": float(v + rng.normal(0, 0.1)), "equal_time_fid": None, "best_is": float(10 - v + rng.normal(0, 0.1))}
+        for m, v in means.items() for g in ("ema", "raw") for _ in range(4)
+    ]
+    rows.append({"method": "c", "generator": "ema", "status": "unfinished"})
+    found = report.comparisons(rows, ["fid", "is"])
+    families = {(c["metric"], c["generator"], c["stage"]) for c in found}
+    # No values at equal time: no family; final IS was not recorded either.
+    assert families == {(m, g, s) for m in ("fid",) for g in ("ema", "raw") for s in ("best", "final")} | {
+        ("is", g, "best") for g in ("ema", "raw")
+    }
+    for key in families:
+        family = [c for c in found if (c["metric"], c["generator"], c["stage"]) == key]
+        assert [(c["method_a"], c["method_b"]) for c in family] == [("a", "b"), ("a", "c"), ("b", "c")]
+        assert [c["p_holm"] for c in family] == pytest.approx(holm([c["p_value"] for c in family]))
+        for c in family:
+            a = report.values_by_method(rows, key[1], f"{key[2]}_{key[0]}")[c["method_a"]]
+            b = report.values_by_method(rows, key[1], f"{key[2]}_{key[0]}")[c["method_b"]]
+            assert c["p_value"] == pytest.approx(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+            assert (c["n_a"], c["n_b"]) == (len(a), len(b)) == (4, 4)  # the unfinished run does not count
+            if c["p_holm"] >= 0.05:
+                assert c["verdict"] == "inconclusive"
+            else:
+                a_better = (c["mean_a"] < c["mean_b"]) == (key[0] == "fid")
+                assert c["verdict"] == f"{c['method_a'] if a_better else c['method_b']} better"
+            # Seeds needed at Holm's strictest level, alpha / (pairs in the family).
+            assert c["seeds_needed"] == seeds_needed(a, b, alpha=0.05 / 3)
+        # a is far ahead on both metrics (lower FID, higher IS): decided in a's favour.
+        assert family[0]["verdict"] == family[1]["verdict"] == "a better"
+    # b and c differ by one standard deviation: four seeds each cannot decide that.
+    bc = next(c for c in found if (c["metric"], c["generator"], c["stage"], c["method_a"]) == ("fid", "ema", "best", "b"))
+    assert bc["verdict"] == "inconclusive" and bc["seeds_needed"] > 4
+
+
+def test_a_run_shorter_than_a_few_ema_horizons_is_flagged(tmp_path):
+    def cells(steps: int) -> list[bench_spec.Cell]:
+        path = write_spec(tmp_path, set={**TINY, "train.steps": steps, "train.ema.decay": 0.999, "train.ema.start": 0})
+        return bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
+
+    assert report.ema_warnings(cells(3000)) == []
+    (warning,) = report.ema_warnings(cells(2999))
+    assert "runs of 2999 steps" in warning and "3.0 EMA horizons" in warning and "1000 steps" in warning
 
 
 # -- end to end --------------------------------------------------------------------------------------
@@ -209,29 +248,76 @@ def finished_bench(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     path = write_spec(
         folder, methods={"gn": {"norm": "gn"}, "none": {"norm": "none"}}, seeds=[0, 1],
-        docs=str(folder / "docs" / "results" / "tiny.md"),
+        docs=str(folder / "docs" / "results" / "tiny.md"), metrics=["fid", "precision", "coverage"],
+        description="What this benchmark compares.\n\n## Budget\n\nWhy these steps and seeds.\n",
     )
     lines: list[str] = []
     written = bench.run_benchmark(path, jobs=2, out=folder / "out", log=lines.append)
     return path, folder / "out", written, lines
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
 def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     path, out, written, lines = finished_bench
     cells = bench_spec.expand(bench_spec.load_spec(path), path, out)
     assert all(cell.finished for cell in cells), lines
-    assert {p.name for p in written} >= {"results.csv", "results.md", "curves.png", "samples.png", "tiny.md"}
+    assert {p.name for p in written} >= {
+        "results.csv", "summary.csv", "comparisons.csv", "results.md", "curves.png", "samples.png", "tiny.md"
+    }
     assert all(p.stat().st_size > 0 for p in written)
-    with open(out / "results.csv") as file:
-        rows = list(csv.DictReader(file))
-    assert sorted((r["method"], r["seed"]) for r in rows) == [("gn", "0"), ("gn", "1"), ("none", "0"), ("none", "1")]
+    rows = read_csv(out / "results.csv")
+    assert sorted((r["method"], r["seed"], r["generator"]) for r in rows) == [
+        (m, s, g) for m in ("gn", "none") for s in ("0", "1") for g in ("ema", "raw")
+    ]
+    assert {"best_precision", "final_coverage", "equal_time_fid", "time_limit_s"} <= set(rows[0])
+    with open(out / "comparisons.csv") as file:
+        assert next(csv.reader(file)) == [
+            "metric", "generator", "stage", "method_a", "method_b", "n_a", "n_b", "mean_a", "mean_b", "diff",
+            "ci_low", "ci_high", "p_value", "p_holm", "prob_improvement", "verdict",
+        ]
+    comparisons = read_csv(out / "comparisons.csv")
+    assert {(c["metric"], c["generator"], c["stage"]) for c in comparisons} == {
+        (m, g, s) for m in ("fid", "precision", "coverage") for g in ("ema", "raw") for s in ("best", "final", "equal_time")
+    }
+    floor = next(iter(json.loads((out / "floor.json").read_text()).values()))
+    assert len(floor["draws"]) == bench.FLOOR_DRAWS and floor["images"] == TINY["eval.num_samples"]
     markdown = (out / "results.md").read_text()
-    for text in ("| gn | 2 |", "| none | 2 |", "real-vs-real floor", "EMA"):
-        assert text in markdown
-    page = Path(bench_spec.load_spec(path).docs)
-    assert "| gn | 2 |" in page.read_text() and (page.parent / "tiny" / "curves.png").is_file()
+    for text in ("| EMA | gn | 2 |", "| raw | none | 2 |", "*floor: 64 training images* | 20 draws", "**Warning:**",
+                 "### Comparisons: FID, EMA generator", "| gn vs none |", "best within T"):
+        assert text in markdown, text
+    page = Path(bench_spec.load_spec(path).docs).read_text()
+    assert "| EMA | gn | 2 |" in page and (Path(bench_spec.load_spec(path).docs).parent / "tiny" / "curves.png").is_file()
+    # Results first: the description's introduction, then the results, its sections only after them.
+    assert page.index("What this benchmark compares.") < page.index("## Results") < page.index("## Budget")
     (record,) = invocations.read_invocations(out)
     assert (record["executed"], record["skipped"], record["jobs"]) == (4, 0, 2)
+
+
+def test_comparisons_csv_is_recomputed_from_results_csv(finished_bench):
+    """Anyone can recompute comparisons.csv from results.csv: group its rows, run the statistics, compare."""
+    _, out, _, _ = finished_bench
+    rows, written = read_csv(out / "results.csv"), read_csv(out / "comparisons.csv")
+    recomputed = []
+    for metric, higher in (("fid", False), ("precision", True), ("coverage", True)):
+        for generator in ("ema", "raw"):
+            for stage in ("best", "final", "equal_time"):
+                groups = {}
+                for row in rows:
+                    if row["generator"] == generator and row["status"] == "finished" and row[f"{stage}_{metric}"]:
+                        groups.setdefault(row["method"], []).append(float(row[f"{stage}_{metric}"]))
+                for c in compare_all(groups, lower_is_better=not higher):
+                    recomputed.append({"metric": metric, "generator": generator, "stage": stage, **c.as_row()})
+    assert len(recomputed) == len(written) == 18
+    for ours, theirs in zip(recomputed, written):
+        for column, value in ours.items():
+            if isinstance(value, float):
+                assert float(theirs[column]) == pytest.approx(value, rel=1e-12, abs=1e-15), column
+            else:
+                assert theirs[column] == ("" if value is None else str(value)), column
 
 
 def test_a_second_invocation_skips_finished_cells(finished_bench):

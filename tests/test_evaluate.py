@@ -149,24 +149,26 @@ def test_inception_score_limits_and_textbook_formula():
     assert result == pytest.approx({"is": np.mean(textbook), "is_std": np.std(textbook)}, rel=1e-6)
 
 
-def test_coverage_counts_the_classes_that_are_some_samples_argmax():
+def test_class_coverage_counts_the_classes_that_are_some_samples_argmax():
     probabilities = np.full((6, 10), 0.01)
     probabilities[np.arange(6), [2, 2, 5, 7, 7, 7]] = 0.91
-    assert get_metric("coverage")(only_probabilities(probabilities), ReferenceStats(np.zeros(1), np.eye(1))) == {
-        "coverage": 0.3
+    assert get_metric("class_coverage")(only_probabilities(probabilities), ReferenceStats(np.zeros(1), np.eye(1))) == {
+        "class_coverage": 0.3
     }
 
 
 def test_metric_registry_lists_computes_and_rejects():
-    assert {"fid", "kid", "is", "coverage"} <= set(list_metrics())
+    assert {"fid", "kid", "is", "class_coverage", "precision", "recall", "density", "coverage"} <= set(list_metrics())
     with pytest.raises(GnPluginError, match="unknown metric 'fdi'; did you mean 'fid'"):
         get_metric("fdi")
     with pytest.raises(GnPluginError, match="already registered"):
         gn_plugin.register("metric", "fid")(lambda generated, reference: {})
-    assert [higher_is_better(name) for name in ("fid", "kid", "is", "coverage")] == [False, False, True, True]
+    assert [higher_is_better(name) for name in ("fid", "kid", "is", "class_coverage", "precision", "coverage")] == [
+        False, False, True, True, True, True
+    ]
     features = np.random.default_rng(0).normal(size=(50, 3))
-    both = compute_metrics(["fid", "coverage"], only_features(features), ReferenceStats.from_features(features))
-    assert set(both) == {"fid", "coverage"}
+    both = compute_metrics(["fid", "class_coverage"], only_features(features), ReferenceStats.from_features(features))
+    assert set(both) == {"fid", "class_coverage"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ def digits_test():
 @pytest.fixture(scope="module")
 def digits_evaluator(digits_train, digits_test, tmp_path_factory):
     options = EvalConfig(
-        num_samples=360, batch_size=128, metrics=["fid", "kid", "is", "coverage"],
+        num_samples=360, batch_size=128, metrics=["fid", "kid", "is", "class_coverage"],
         cache_dir=str(tmp_path_factory.mktemp("cache")),
     )
     return Evaluator(digits_train, options, held_out=digits_test)
@@ -210,7 +212,7 @@ def test_shipped_digits_classifier_loads_as_plain_weights_and_is_accurate():
 
 def test_digits_floor_is_small_and_uniform_noise_is_far_above_it(digits_evaluator, digits_floor):
     assert digits_floor["fid"] < 1.0
-    assert digits_floor["coverage"] == 1.0 and digits_floor["is"] > 7.0
+    assert digits_floor["class_coverage"] == 1.0 and digits_floor["is"] > 7.0
     generator = torch.Generator().manual_seed(0)
     noise = digits_evaluator.evaluate(lambda n: torch.rand(n, 1, 8, 8, generator=generator) * 2 - 1)
     assert noise["fid"] > 20 * digits_floor["fid"] and noise["fid"] > 10
@@ -224,22 +226,22 @@ def test_generator_returning_held_out_digits_scores_the_floor(digits_evaluator, 
     # Same images in another order and batching: FID and KID do not depend on either.
     assert result["fid"] == pytest.approx(digits_floor["fid"], rel=1e-4)
     assert result["kid"] == pytest.approx(digits_floor["kid"], rel=1e-4)
-    assert result["coverage"] == 1.0
+    assert result["class_coverage"] == 1.0
 
 
 def test_collapsed_generator_covers_one_class(digits_evaluator, digits_floor, digits_test):
     zeros = digits_test.images[digits_test.labels == 0]
     result = digits_evaluator.evaluate(lambda n: zeros[torch.arange(n) % len(zeros)])
-    assert result["coverage"] == 0.1
+    assert result["class_coverage"] == 0.1
     assert result["is"] < 1.5
     assert result["fid"] > 10 * digits_floor["fid"]
 
 
 def test_run_config_eval_section_becomes_the_evaluator_options(digits_train, tmp_path):
-    config = config_from_dict({"eval": {"num_samples": 100, "metrics": ["fid", "coverage"], "cache_dir": str(tmp_path)}})
+    config = config_from_dict({"eval": {"num_samples": 100, "metrics": ["fid", "class_coverage"], "cache_dir": str(tmp_path)}})
     evaluator = Evaluator(digits_train, config.eval, torch.device("cpu"))
     assert evaluator.settings == EvalConfig(
-        num_samples=100, batch_size=500, metrics=["fid", "coverage"], cache_dir=str(tmp_path)
+        num_samples=100, batch_size=500, metrics=["fid", "class_coverage"], cache_dir=str(tmp_path)
     ) and evaluator.device == "cpu"
     assert evaluator.extractor.name.startswith("digits-") and len(list(tmp_path.glob("digits-*.npz"))) == 1
 
@@ -260,6 +262,27 @@ def test_floor_without_held_out_split_scores_one_half_against_the_other(digits_t
     assert len(reference_half) == len(digits_train) // 2 and len(scored) == 400  # capped at num_samples
     assert not set(reference_half) & set(scored)
     assert 0 < floor["fid"] < 5.0
+
+
+def test_resampled_floor_scores_draws_of_the_training_images_like_a_generator(digits_train, tmp_path):
+    options = EvalConfig(num_samples=700, batch_size=256, metrics=["fid", "precision"], cache_dir=str(tmp_path))
+    evaluator = Evaluator(digits_train, options)
+    draws = evaluator.resampled_floor(draws=3, seed=5)
+    assert len(draws) == 3 and evaluator.resampled_floor(draws=3, seed=5) == draws
+    # The first draw is what a generator returning those training images, in that order, scores.
+    rows = torch.as_tensor(np.random.default_rng(5).integers(0, len(digits_train), size=700))
+    chunks = iter(digits_train.images[rows].split(256))
+    assert evaluator.evaluate(lambda n: next(chunks)[:n]) == pytest.approx(draws[0], rel=1e-6)
+    assert all(d["precision"] == 1.0 for d in draws)  # every drawn image is a training image
+
+
+def test_resampled_floor_falls_with_the_sample_count(digits_train, tmp_path):
+    """FID's small-sample bias: the same data scored with fewer images gives a higher floor."""
+    def mean_fid(count: int) -> float:
+        options = EvalConfig(num_samples=count, batch_size=500, metrics=["fid"], cache_dir=str(tmp_path))
+        return float(np.mean([d["fid"] for d in Evaluator(digits_train, options).resampled_floor(draws=5)]))
+
+    assert mean_fid(2000) < mean_fid(360) / 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Manifold metrics against the reference package ``prdc``, block-size invariance and sanity cases."""
+"""Manifold metrics against the reference package ``prdc`` (directly and as registered metrics), block-size
+invariance and sanity cases."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import prdc
 import pytest
 
 from gn_plugin.errors import GnPluginError
+from gn_plugin.metrics import manifold
+from gn_plugin.metrics.base import FeatureSet, ReferenceStats, compute_metrics, higher_is_better, needs_reference_features
 from gn_plugin.metrics.manifold import density_coverage, knn_radii, precision_recall
 
 CASES = [(0, 40, 55, 16), (1, 73, 50, 32), (2, 120, 97, 64), (3, 64, 64, 24)]
@@ -111,3 +114,33 @@ def test_bad_shapes_are_errors() -> None:
         density_coverage(real[:, 0], fake)
     with pytest.raises(GnPluginError, match="block_size"):
         knn_radii(real, 3, block_size=0)
+
+
+# -- as registered metrics ---------------------------------------------------------------------------
+def test_registered_metrics_match_prdc_through_the_evaluator_path() -> None:
+    """The names in eval.metrics, run by compute_metrics on a FeatureSet and ReferenceStats, give prdc's values."""
+    real, fake = _features(12, 90, 80, 16)
+    generated = FeatureSet(fake, np.full((len(fake), 2), 0.5))
+    names = ["fid", "precision", "recall", "density", "coverage"]
+    results = compute_metrics(names, generated, ReferenceStats.from_features(real))
+    pr, dc = prdc.compute_prdc(real, fake, nearest_k=3), prdc.compute_prdc(real, fake, nearest_k=5)
+    expected = {"precision": pr["precision"], "recall": pr["recall"], "density": dc["density"], "coverage": dc["coverage"]}
+    assert {name: results[name] for name in expected} == pytest.approx(expected, abs=1e-12)
+    assert all(higher_is_better(name) and needs_reference_features(name) for name in expected)
+
+
+def test_a_metric_pair_is_computed_once(monkeypatch) -> None:
+    real, fake = _features(13, 40, 40, 8)
+    calls = []
+    monkeypatch.setattr(manifold, "precision_recall", lambda *args, **kwargs: calls.append(1) or (0.25, 0.5))
+    results = compute_metrics(["recall", "precision"], FeatureSet(fake, fake), ReferenceStats.from_features(real))
+    assert results == {"precision": 0.25, "recall": 0.5} and len(calls) == 1
+
+
+@pytest.mark.parametrize("name, message", [("recall", "'precision' and 'recall'"), ("coverage", "'density' and 'coverage'")])
+def test_statistics_without_reference_features_are_a_one_line_error(name: str, message: str) -> None:
+    real, fake = _features(14, 30, 30, 8)
+    statistics_only = ReferenceStats(real.mean(axis=0), np.cov(real, rowvar=False))  # as clean-fid's precomputed ones
+    with pytest.raises(GnPluginError, match=f"metrics {message} need the reference features") as info:
+        compute_metrics([name], FeatureSet(fake, fake), statistics_only)
+    assert "\n" not in str(info.value)

@@ -60,6 +60,11 @@ def test_gn_on_digits_learns_and_writes_its_run_files(tmp_path):
     raw = [r["fid"] for r in files.read_results() if r["generator"] == "raw"]
     assert len(ema) == len(raw) == 3
     assert ema[-1] < ema[0] and raw[-1] < raw[0], (raw, ema)  # FID goes down as GN-GAN trains
+    # Both records of an evaluation carry its wall time so far and the train speed since the last one.
+    timings = [(r["step"], r["wall_time_s"], r["train_steps_per_s"]) for r in files.read_results()]
+    assert timings[0::2] == timings[1::2] and all(speed > 0 for _, _, speed in timings)
+    assert [wall for _, wall, _ in timings[0::2]] == sorted({wall for _, wall, _ in timings})
+    assert timings[-1][1] <= summary["wall_time_s"]
     assert summary["cheap_generator_step"] is True
     assert files.best_checkpoint.exists() and summary["best"]["value"] == min(ema)
     assert load_config(files.config) == config  # the resolved config reproduces the run
@@ -79,6 +84,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     resumed = load_config(tmp_path / "split" / "config.yaml", ["train.steps=20"])
     train(resumed, tmp_path / "split", resume=True, progress=False)
     assert_same_weights(tmp_path / "straight", tmp_path / "split")
+    walls = [r["wall_time_s"] for r in RunFiles(tmp_path / "split").read_results()]
+    assert walls == sorted(walls) and walls[0] < walls[-1]  # the clock continues across the resume
 
 
 def test_train_mode_evaluation_changes_no_training_state_and_resumes_exactly(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
@@ -28,9 +29,10 @@ from gn_plugin.evaluation.features import (
 )
 from gn_plugin.evaluation.reference import cleanfid_reference, dataset_reference
 from gn_plugin.evaluation.sampling import latent_sampler
-from gn_plugin.metrics.base import ReferenceStats, compute_metrics, get_metric
+from gn_plugin.metrics.base import ReferenceStats, compute_metrics, get_metric, needs_reference_features
 
 HALVES_SEED = 0
+FLOOR_SEED = 0
 EVAL_SEED = 123_456  # the same z at every evaluation, so metrics of different steps compare
 
 
@@ -47,8 +49,9 @@ class Evaluator:
 
     ``extractor`` overrides the one ``dataset.metric_space`` picks (and ``eval.mode`` for Inception);
     clean-fid's precomputed statistics belong to its own Inception pipelines, so with a custom
-    extractor the reference is always computed from the data. ``held_out`` is the data set's held-out split (for example the
-    same data set created with ``split="test"``), used by :meth:`floor`.
+    extractor the reference is always computed from the data. ``held_out`` is the data set's
+    held-out split (for example the same data set created with ``split="test"``), used by
+    :meth:`floor`; :meth:`resampled_floor` scores the data set's own images at the generated sample count.
     """
 
     def __init__(
@@ -74,9 +77,8 @@ class Evaluator:
             pytorch_inception_path=settings.pytorch_inception_path,
         )
         if uses_cleanfid_stats:
-            self.reference = cleanfid_reference(
-                *dataset.cleanfid_reference, mode=settings.mode, with_features="kid" in settings.metrics
-            )
+            with_features = any(map(needs_reference_features, settings.metrics))
+            self.reference = cleanfid_reference(*dataset.cleanfid_reference, mode=settings.mode, with_features=with_features)
         else:
             self.reference = dataset_reference(dataset, self.extractor, settings.batch_size, settings.cache_dir)
 
@@ -100,6 +102,22 @@ class Evaluator:
             reference = ReferenceStats.from_features(self._extract_data(Subset(self.dataset, first)).features)
             scored = Subset(self.dataset, second[: self.settings.num_samples])
         return compute_metrics(self.settings.metrics, self._extract_data(scored), reference)
+
+    def resampled_floor(self, draws: int = 20, seed: int = FLOOR_SEED) -> list[dict[str, float]]:
+        """Real-vs-real metrics at the generated sample count, once per draw.
+
+        Each draw takes ``num_samples`` images of the data set with replacement, an i.i.d. sample of its
+        empirical distribution, and scores them against the reference like a generator's samples: what
+        a generator that reproduces the training images exactly scores with this many samples.
+        """
+        real = self._extract_data(self.dataset)
+        rng = np.random.default_rng(seed)
+        results = []
+        for _ in range(draws):
+            rows = rng.integers(0, len(real.features), size=self.settings.num_samples)
+            drawn = FeatureSet(real.features[rows], real.probabilities[rows])
+            results.append(compute_metrics(self.settings.metrics, drawn, self.reference))
+        return results
 
     def _extract_data(self, dataset: Dataset) -> FeatureSet:
         return extract(dataset_batches(dataset, self.settings.batch_size), self.extractor)

@@ -1,34 +1,44 @@
-"""The files an experiment writes for readers: ``results.csv``, ``results.md``, plots and the docs page."""
+"""The files a benchmark writes for readers: the CSV files, ``results.md``, plots and the docs page."""
 
 from __future__ import annotations
 
 import datetime
 import shutil
 from pathlib import Path
-from typing import Any
 
 from gn_plugin.experiments.invocations import read_invocations
 from gn_plugin.experiments.machine import describe_machine
 from gn_plugin.experiments.plots import plot_curves, plot_samples
 from gn_plugin.experiments.report import (
-    floors_of,
+    CSV_COMPARISON_COLUMNS,
+    SUMMARY_COLUMNS,
+    BenchReport,
     last_jobs,
     report_body,
-    run_row,
     write_csv,
 )
 from gn_plugin.experiments.spec import BenchSpec, Cell
 
 
-def write_report(spec: BenchSpec, cells: list[Cell], floors: dict[str, dict[str, Any]], root: Path) -> list[Path]:
-    """``results.csv``, ``results.md``, ``curves.png`` and ``samples.png`` in ``root``."""
-    rows = [run_row(c, spec.metrics) for c in cells]
-    paths = [root / "results.csv", root / "results.md", root / "curves.png", root / "samples.png"]
-    write_csv(rows, paths[0])
-    paths[1].write_text(f"# {spec.title or spec.name}: results\n\n{report_body(spec, cells, floors, last_jobs(root))}\n")
-    plot_curves(cells, floors_of(cells, floors), spec.metrics, paths[2])
-    plot_samples(cells, paths[3])
+def write_report(report: BenchReport, root: Path) -> list[Path]:
+    """``results.csv``, ``summary.csv``, ``comparisons.csv``, ``results.md``, ``curves.png`` and ``samples.png`` in ``root``."""
+    names = ("results.csv", "summary.csv", "comparisons.csv", "results.md", "curves.png", "samples.png")
+    paths = [root / name for name in names]
+    write_csv(report.rows, paths[0])
+    write_csv(report.summaries, paths[1], SUMMARY_COLUMNS)
+    write_csv(report.comparisons, paths[2], CSV_COMPARISON_COLUMNS)
+    spec = report.spec
+    paths[3].write_text(f"# {spec.title or spec.name}: results\n\n{report_body(report, last_jobs(root))}\n")
+    plot_curves(report, paths[4])
+    plot_samples(report.cells, paths[5])
     return paths
+
+
+def description_parts(description: str) -> tuple[str, str]:
+    """A spec's description split before its first ``## `` heading: the introduction and the sections from there."""
+    text = "\n" + description.strip()
+    at = text.find("\n## ")
+    return (text.strip(), "") if at < 0 else (text[:at].strip(), text[at:].strip())
 
 
 def setup_table(spec: BenchSpec, cells: list[Cell]) -> str:
@@ -85,47 +95,47 @@ def cost_table(root: Path) -> str:
 
 
 def write_docs_page(
-    spec: BenchSpec,
-    spec_path: str | Path,
-    cells: list[Cell],
-    floors: dict[str, dict[str, Any]],
-    root: Path,
-    page: Path,
-    report_seconds: float,
+    report: BenchReport, spec_path: str | Path, root: Path, page: Path, report_seconds: float
 ) -> list[Path]:
     """The benchmark's docs page (Markdown) with its plots copied next to it, in ``<page stem>/``.
 
-    ``report_seconds``: how long the floor and the report took, stated on the page.
+    The results come right after the introduction (the description up to its first ``##`` heading);
+    the description's sections follow the plots and the setup. ``report_seconds``: how long the floor
+    and the report took, stated on the page.
     """
+    spec, cells = report.spec, report.cells
     assets = page.parent / page.stem
     assets.mkdir(parents=True, exist_ok=True)
     images = [Path(shutil.copy(root / name, assets / name)) for name in ("curves.png", "samples.png")]
     today = datetime.date.today().isoformat()
     command = f"gnbench bench {Path(spec_path).as_posix()}"
     spec_text = Path(spec_path).read_text().rstrip()
+    introduction, sections = description_parts(spec.description)
     text = f"""# {spec.title or spec.name}
 
-{spec.description.strip()}
+{introduction}
 
 !!! info "How these numbers were obtained"
     Generated on {today} by `{command}` from the runs in `{root.as_posix()}`; rerunning the command
     rewrites this page. The machines and wall times are in [Cost](#cost).
 
-## Setup
-
-{setup_table(spec, cells)}
-
 ## Results
 
-{report_body(spec, cells, floors, last_jobs(root))}
+{report_body(report, last_jobs(root))}
 
 ## Curves
 
-![metrics against generator step]({page.stem}/curves.png)
+![metrics against generator step and FID against wall time]({page.stem}/curves.png)
 
 ## Samples
 
 ![samples of each method's EMA generator]({page.stem}/samples.png)
+
+## Setup
+
+{setup_table(spec, cells)}
+
+{sections}
 
 ## Cost
 

@@ -1,35 +1,60 @@
-"""Benchmark reports from finished runs: ``results.csv``, ``results.md``, PNG plots and the docs page.
+"""Benchmark reports from finished runs: per-run rows, statistics over seeds and pairwise comparisons.
 
-Every number comes from the run directories (``results.jsonl``, ``summary.json``, ``scalars.jsonl``,
-checkpoints) and every table says how it was obtained: which generator, which evaluation, how many
-seeds, which machine.
+Every number comes from the run directories (``results.jsonl``, ``summary.json``, ``scalars.jsonl``)
+and every table says how it was obtained. Each run is reported for both generators (raw and EMA) at
+three stages:
+
+- ``best``: the evaluation with the best ``eval.best_metric`` of that generator;
+- ``final``: the last evaluation;
+- ``equal_time``: the best evaluation within T, the wall time the fastest method needed for its
+  whole budget, so a slower method is not credited for time it was given.
+
+``results.csv`` holds one row per run and generator; everything else (``summary.csv``,
+``comparisons.csv``, the Markdown) is computed from those rows, so anyone can recompute it.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from gn_plugin.experiments.invocations import read_invocations
 from gn_plugin.experiments.spec import BenchSpec, Cell, floor_key
+from gn_plugin.experiments.statistics import COMPARISON_COLUMNS, compare_all, seeds_needed, summarize
 from gn_plugin.metrics.base import higher_is_better
 
-LABELS = {"fid": "FID", "kid": "KID", "is": "IS", "coverage": "coverage"}
+LABELS = {
+    "fid": "FID", "kid": "KID", "is": "IS", "precision": "precision", "recall": "recall",
+    "density": "density", "coverage": "coverage", "class_coverage": "class coverage",
+}
 METRIC_SPACES = {
     "digits": "features of the shipped digits classifier (64-d penultimate layer)",
     "inception": "TF-Inception features (clean-fid)",
 }
+STAGES = ("best", "final", "equal_time")
+STAGE_LABELS = {"best": "best", "final": "final", "equal_time": "best within T"}
+GENERATOR_LABELS = {"ema": "EMA", "raw": "raw"}
+CSV_COMPARISON_COLUMNS = ["metric", "generator", "stage", *COMPARISON_COLUMNS]
+SUMMARY_COLUMNS = ["method", "generator", "stage", "metric", "n", "mean", "median", "std", "ci_low", "ci_high", "ci_method"]
+ALPHA = 0.05  # two-sided; family-wise over the pairs of one metric, generator and stage (Holm)
+POWER = 0.8
+EMA_HORIZONS = 3  # runs shorter than this many EMA horizons get a warning
 
 
-# -- rows and aggregation --------------------------------------------------------------------------
-def evaluations(cell: Cell) -> list[dict[str, Any]]:
-    """The training-time evaluations of the generator the config reports (``eval.best_generator``)."""
+# -- rows: one per run and generator ----------------------------------------------------------------
+def evaluations(cell: Cell, generator: str) -> list[dict[str, Any]]:
+    """The training-time evaluations of one generator (``raw`` or ``ema``) of a run, in step order."""
+    return [r for r in cell.files.read_results() if r["generator"] == generator and "checkpoint" not in r]
+
+
+def generators(cell: Cell) -> list[str]:
+    """Both generators, the one the config reports (``eval.best_generator``) first."""
     chosen = cell.config.eval.best_generator
-    return [r for r in cell.files.read_results() if r["generator"] == chosen and "checkpoint" not in r]
+    return [chosen, "raw" if chosen == "ema" else "ema"]
 
 
 def training_speed(cell: Cell) -> float | None:
@@ -39,53 +64,130 @@ def training_speed(cell: Cell) -> float | None:
     return statistics.median(speeds) if speeds else None
 
 
-def run_row(cell: Cell, metrics: Sequence[str]) -> dict[str, Any]:
-    """One CSV row: a run's status, cost, and its metrics at the best and at the final evaluation.
+def best_record(records: Iterable[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """The record with the best value of ``metric`` (the first of equals), or None."""
+    scored = [r for r in records if r.get(metric) is not None]
+    if not scored:
+        return None
+    return (max if higher_is_better(metric) else min)(scored, key=lambda r: r[metric])
 
-    Best is the evaluation with the best ``eval.best_metric`` (the checkpoint ``best.pt`` keeps).
-    """
-    row: dict[str, Any] = {"method": cell.group, "seed": cell.seed, "run": cell.id}
-    records = evaluations(cell)
-    if not cell.finished or not records:
-        return {**row, "status": "unfinished"}
-    summary = cell.files.read_summary()
+
+def time_limit(cells: Sequence[Cell]) -> float | None:
+    """T: per method, the longest wall time one of its finished runs took to reach its last evaluation;
+    the smallest of these over methods. None when a finished run has no wall times on record."""
+    longest: dict[str, float] = {}
+    for cell in cells:
+        if not cell.finished:
+            continue
+        records = evaluations(cell, cell.config.eval.best_generator)
+        if not records or records[-1].get("wall_time_s") is None:
+            return None
+        longest[cell.group] = max(longest.get(cell.group, 0.0), records[-1]["wall_time_s"])
+    return min(longest.values()) if longest else None
+
+
+def run_rows(cell: Cell, metrics: Sequence[str], limit: float | None) -> list[dict[str, Any]]:
+    """Two rows of ``results.csv`` (one per generator): status, cost, and each metric at each stage."""
     key = cell.config.eval.best_metric
-    pick = max if higher_is_better(key) else min
-    best = pick((r for r in records if r.get(key) is not None), key=lambda r: r[key], default=records[-1])
-    final = records[-1]
-    row.update(
-        status="finished", generator=cell.config.eval.best_generator, steps=summary["steps"],
-        wall_time_s=summary["wall_time_s"], steps_per_s=training_speed(cell), best_step=best["step"],
-    )
-    row.update({f"best_{m}": best.get(m) for m in metrics})
-    row["final_step"] = final["step"]
-    row.update({f"final_{m}": final.get(m) for m in metrics})
-    return row
+    rows = []
+    for generator in generators(cell):
+        row: dict[str, Any] = {"method": cell.group, "seed": cell.seed, "generator": generator, "run": cell.id}
+        records = evaluations(cell, generator) if cell.finished else []
+        if not records:
+            rows.append({**row, "status": "unfinished"})
+            continue
+        summary = cell.files.read_summary()
+        row.update(
+            status="finished", steps=summary["steps"], wall_time_s=summary["wall_time_s"],
+            steps_per_s=training_speed(cell), time_limit_s=limit,
+        )
+        within = [r for r in records if limit is not None and r.get("wall_time_s", float("inf")) <= limit]
+        picked = {
+            "best": best_record(records, key) or records[-1],
+            "final": records[-1],
+            "equal_time": best_record(within, key) or (within[-1] if within else None),
+        }
+        for stage, record in picked.items():
+            row[f"{stage}_step"] = record["step"] if record else None
+            row.update({f"{stage}_{m}": record.get(m) if record else None for m in metrics})
+        rows.append(row)
+    return rows
 
 
-def stat_columns(metrics: Sequence[str]) -> list[str]:
-    """The numeric columns aggregated over seeds."""
-    return [f"best_{m}" for m in metrics] + [f"final_{m}" for m in metrics] + ["wall_time_s", "steps_per_s"]
+def values_by_method(rows: Iterable[dict[str, Any]], generator: str, column: str) -> dict[str, list[float]]:
+    """Per method (first-seen order): the finished runs' values of ``column`` for ``generator``.
 
-
-def aggregate(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
-    """Per method (in first-seen order): ``n`` finished runs and ``(mean, sample std)`` of each column.
-
-    The std is None with a single run; a column no run has is ``(None, None)``.
+    Works on the rows as built and as read back from ``results.csv`` (strings, empty for none).
     """
-    groups: dict[str, list[dict[str, Any]]] = {}
+    values: dict[str, list[float]] = {}
     for row in rows:
-        groups.setdefault(row["method"], []).append(row)
+        values.setdefault(row["method"], [])
+        if row["generator"] == generator and row["status"] == "finished" and row.get(column) not in (None, ""):
+            values[row["method"]].append(float(row[column]))
+    return values
+
+
+# -- statistics over seeds --------------------------------------------------------------------------
+def summaries(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """``summary.csv``: n, mean, median, std and the bootstrap CI of the mean per method, generator, stage and metric."""
     result = []
-    for method, members in groups.items():
-        finished = [r for r in members if r["status"] == "finished"]
-        entry: dict[str, Any] = {"method": method, "n": len(finished), "runs": len(members)}
-        for column in columns:
-            values = [r[column] for r in finished if r.get(column) is not None]
-            mean = statistics.mean(values) if values else None
-            entry[column] = (mean, statistics.stdev(values) if len(values) > 1 else None)
-        result.append(entry)
+    for generator in dict.fromkeys(r["generator"] for r in rows):
+        for stage in STAGES:
+            for metric in metrics:
+                for method, values in values_by_method(rows, generator, f"{stage}_{metric}").items():
+                    if values:
+                        summary = asdict(summarize(values))
+                        result.append({"method": method, "generator": generator, "stage": stage, "metric": metric, **summary})
     return result
+
+
+def comparisons(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """``comparisons.csv`` rows (:data:`CSV_COMPARISON_COLUMNS`) plus ``seeds_needed`` for the page.
+
+    Each metric, generator and stage is one family: every pair of methods with values, Holm-adjusted
+    over the family. ``seeds_needed`` is the noncentral-t sample size per method at which the observed
+    difference and pooled spread would reach ``POWER`` at alpha / (pairs in the family), the level of
+    Holm's strictest step.
+    """
+    result = []
+    for metric in metrics:
+        for generator in dict.fromkeys(r["generator"] for r in rows):
+            for stage in STAGES:
+                groups = {m: v for m, v in values_by_method(rows, generator, f"{stage}_{metric}").items() if v}
+                if len(groups) < 2:
+                    continue
+                family = compare_all(groups, lower_is_better=not higher_is_better(metric), alpha=ALPHA)
+                for c in family:
+                    needed = seeds_needed(groups[c.method_a], groups[c.method_b], alpha=ALPHA / len(family), power=POWER)
+                    result.append({"metric": metric, "generator": generator, "stage": stage, **c.as_row(), "seeds_needed": needed})
+    return result
+
+
+def floor_summary(floor: dict[str, Any], metric: str) -> dict[str, Any] | None:
+    """The summary of the floor's draws of ``metric`` (mean and bootstrap CI of the mean over the draws)."""
+    values = [d[metric] for d in floor["draws"] if d.get(metric) is not None]
+    return asdict(summarize(values)) if values else None
+
+
+@dataclass
+class BenchReport:
+    """Everything a benchmark report shows, computed once from the cells and their floors."""
+
+    spec: BenchSpec
+    cells: list[Cell]
+    rows: list[dict[str, Any]]
+    summaries: list[dict[str, Any]]
+    comparisons: list[dict[str, Any]]
+    floors: list[dict[str, Any]]
+    time_limit_s: float | None
+
+
+def build_report(spec: BenchSpec, cells: list[Cell], floors: dict[str, dict[str, Any]]) -> BenchReport:
+    """Rows, statistics and comparisons of a benchmark's cells."""
+    limit = time_limit(cells)
+    rows = [row for cell in cells for row in run_rows(cell, spec.metrics, limit)]
+    used = [floors[k] for k in dict.fromkeys(floor_key(c.config) for c in cells if c.finished) if k in floors]
+    return BenchReport(spec, cells, rows, summaries(rows, spec.metrics), comparisons(rows, spec.metrics), used, limit)
 
 
 # -- text ------------------------------------------------------------------------------------------
@@ -96,67 +198,253 @@ def number(value: float | None, digits: int = 3) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:#.{digits}g}".rstrip(".")
 
 
+def p_text(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def stat(mean: float | None, std: float | None) -> str:
     """``mean ± std`` (the std to two significant digits), or the mean alone."""
     return number(mean) if std is None or mean is None else f"{number(mean)} ± {number(std, 2)}"
 
 
-def header(metric: str, which: str) -> str:
-    arrow = "↑" if higher_is_better(metric) else "↓"
-    return f"{which} {LABELS.get(metric, metric)} {arrow}"
+def interval(summary: dict[str, Any] | None) -> str:
+    """``mean [low, high]`` of a summary; the mean alone without a CI."""
+    if summary is None:
+        return "–"
+    if summary["ci_low"] is None:
+        return number(summary["mean"])
+    return f"{number(summary['mean'])} [{number(summary['ci_low'])}, {number(summary['ci_high'])}]"
 
 
-def results_table(groups: list[dict[str, Any]], floors: list[dict[str, Any]], metrics: Sequence[str]) -> str:
-    """Markdown table: mean ± std over seeds per method, the best mean of each metric in bold, then the floor."""
-    names = [header(m, "best") for m in metrics] + [header(m, "final") for m in metrics]
+def spread(summary: dict[str, Any] | None) -> str:
+    """``median / std`` of a summary."""
+    return "–" if summary is None else f"{number(summary['median'])} / {number(summary['std'], 2)}"
+
+
+def arrow(metric: str) -> str:
+    return "↑" if higher_is_better(metric) else "↓"
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
+def seeds_text(rows: list[dict[str, Any]], method: str, generator: str) -> str:
+    mine = [r for r in rows if r["method"] == method and r["generator"] == generator]
+    done = sum(r["status"] == "finished" for r in mine)
+    return f"{done}" if done == len(mine) else f"{done} of {len(mine)}"
+
+
+def metric_table(report: BenchReport, metric: str) -> str:
+    """Per generator and method: mean [95 % CI], median / std at each stage; then the floors."""
+    heading = [f"{STAGE_LABELS[s]}: mean [95 % CI] | median / std" for s in STAGES]
     lines = [
-        "| method | seeds | " + " | ".join(names) + " | wall time (s) | train steps/s |",
-        "|---" * (len(names) + 4) + "|",
+        f"| generator | method | seeds | {' | '.join(heading)} |",
+        "|---|---|---|" + "---|---|" * len(STAGES),
     ]
-    winners = {}
-    for column in stat_columns(metrics)[: 2 * len(metrics)]:
-        means = [g[column][0] for g in groups if g[column][0] is not None]
-        if means:
-            winners[column] = (max if higher_is_better(column.split("_", 1)[1]) else min)(means)
-    for group in groups:
-        cells = []
-        for column in stat_columns(metrics):
-            text = stat(*group[column])
-            cells.append(f"**{text}**" if column in winners and group[column][0] == winners[column] else text)
-        seeds = f"{group['n']}" if group["n"] == group["runs"] else f"{group['n']} of {group['runs']}"
-        lines.append(f"| {group['method']} | {seeds} | " + " | ".join(cells) + " |")
-    for floor in floors:
-        values = [number(floor["metrics"].get(m)) for m in metrics]
-        lines.append("| *real-vs-real floor* | – | " + " | ".join(values + values) + " | – | – |")
+    found = {(s["method"], s["generator"], s["stage"]): s for s in report.summaries if s["metric"] == metric}
+    for generator in dict.fromkeys(r["generator"] for r in report.rows):
+        for method in dict.fromkeys(r["method"] for r in report.rows):
+            cells = []
+            for stage in STAGES:
+                summary = found.get((method, generator, stage))
+                cells += [interval(summary), spread(summary)]
+            lines.append(f"| {GENERATOR_LABELS[generator]} | {method} | {seeds_text(report.rows, method, generator)} | " + " | ".join(cells) + " |")
+    for floor in report.floors:
+        summary = floor_summary(floor, metric)
+        if summary is not None:
+            cells = [interval(summary), spread(summary)] * len(STAGES)
+            lines.append(f"| – | *floor: {floor['label']}* | {summary['n']} draws | " + " | ".join(cells) + " |")
+        held_out = floor.get("held_out")
+        if held_out and metric in held_out["metrics"]:
+            value = number(held_out["metrics"][metric])
+            lines.append(f"| – | *{held_out['label']}* | – | " + " | ".join([value, "–"] * len(STAGES)) + " |")
     return "\n".join(lines)
 
 
-def table_notes(cells: list[Cell], floors: list[dict[str, Any]], jobs: int | None) -> str:
-    """How the table's numbers were obtained, as a bullet list."""
-    options = cells[0].config.eval
+def needed_text(comparison: dict[str, Any]) -> str:
+    """Roughly how many seeds per method an inconclusive comparison would need, in words."""
+    needed = comparison["seeds_needed"]
+    if min(comparison["n_a"], comparison["n_b"]) < 2:
+        return "one seed: no spread to test"
+    if comparison["diff"] == 0:
+        return "equal means"
+    if needed is None:
+        return "more than 10,000 seeds"
+    return f"≈ {needed} seeds" if needed < 100 else f"≈ {float(f'{needed:.2g}'):,.0f} seeds"
+
+
+def verdict_text(comparison: dict[str, Any]) -> str:
+    """The verdict in words; an inconclusive one says how many seeds would decide it."""
+    if comparison["verdict"] != "inconclusive":
+        return f"**{comparison['verdict']}**"
+    return f"inconclusive ({needed_text(comparison)})"
+
+
+def decided_text(comparison: dict[str, Any]) -> str:
+    """``winner better than loser (Holm p …)`` for a decided comparison."""
+    a, b = comparison["method_a"], comparison["method_b"]
+    winner, loser = (a, b) if comparison["verdict"] == f"{a} better" else (b, a)
+    return f"{winner} better than {loser} (Holm p {p_text(comparison['p_holm'])})"
+
+
+def pair(comparison: dict[str, Any]) -> str:
+    return f"{comparison['method_a']} vs {comparison['method_b']}"
+
+
+def verdict_table(report: BenchReport, generator: str, stage: str) -> str:
+    """Pairs × metrics: the verdict of every comparison of one generator and stage."""
+    family = [c for c in report.comparisons if c["generator"] == generator and c["stage"] == stage]
+    metrics = [m for m in report.spec.metrics if any(c["metric"] == m for c in family)]
+    if not metrics:
+        return ""
+    lines = [
+        "| pair | " + " | ".join(f"{label(m)} {arrow(m)}" for m in metrics) + " |",
+        "|---" * (len(metrics) + 1) + "|",
+    ]
+    for name in dict.fromkeys(pair(c) for c in family):
+        verdicts = {c["metric"]: verdict_text(c) for c in family if pair(c) == name}
+        lines.append(f"| {name} | " + " | ".join(verdicts.get(m, "–") for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def detail_table(report: BenchReport, metric: str, generator: str) -> str:
+    """Every comparison of ``metric`` for ``generator``: difference with its CI, p-values, P(A better), verdict."""
+    lines = [
+        "| stage | A vs B | mean A | mean B | A − B [95 % CI] | Welch p | Holm p | P(A better) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in report.comparisons:
+        if c["metric"] == metric and c["generator"] == generator:
+            difference = number(c["diff"]) + ("" if c["ci_low"] is None else f" [{number(c['ci_low'])}, {number(c['ci_high'])}]")
+            lines.append(
+                f"| {STAGE_LABELS[c['stage']]} | {pair(c)} | {number(c['mean_a'])} | {number(c['mean_b'])} | {difference} | "
+                f"{p_text(c['p_value'])} | {p_text(c['p_holm'])} | {c['prob_improvement']:.2f} | {verdict_text(c)} |"
+            )
+    return "\n".join(lines)
+
+
+def speed_table(report: BenchReport) -> str:
+    """Per method: wall time, train speed and the wall time at its last evaluation (mean ± std over seeds)."""
+    lines = [
+        "| method | seeds | wall time (s) | train steps/s | wall time at the last evaluation (s) |",
+        "|---|---|---|---|---|",
+    ]
+    last = {}
+    for cell in report.cells:
+        records = evaluations(cell, cell.config.eval.best_generator) if cell.finished else []
+        if records and records[-1].get("wall_time_s") is not None:
+            last.setdefault(cell.group, []).append(records[-1]["wall_time_s"])
+    chosen = report.cells[0].config.eval.best_generator
+    for method in dict.fromkeys(r["method"] for r in report.rows):
+        own = [r for r in report.rows if r["method"] == method and r["generator"] == chosen and r["status"] == "finished"]
+        cells = [mean_std([r["wall_time_s"] for r in own]), mean_std([r["steps_per_s"] for r in own]), mean_std(last.get(method, []))]
+        lines.append(f"| {method} | {seeds_text(report.rows, method, chosen)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def mean_std(values: Sequence[float | None]) -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "–"
+    return stat(statistics.mean(present), statistics.stdev(present) if len(present) > 1 else None)
+
+
+def ema_warnings(cells: Sequence[Cell]) -> list[str]:
+    """A warning for each distinct run length shorter than ``EMA_HORIZONS`` EMA horizons (1 / (1 − decay) steps)."""
+    warnings = []
+    for steps, decay, start in sorted({(c.config.train.steps, c.config.train.ema.decay, c.config.train.ema.start) for c in cells}):
+        horizon = 1.0 / (1.0 - decay)
+        averaged = max(steps - start, 0)
+        if averaged < EMA_HORIZONS * horizon:
+            warnings.append(
+                f"> **Warning:** runs of {steps} steps average the EMA generator over {averaged} steps, "
+                f"{averaged / horizon:.1f} EMA horizons (1 / (1 − {decay:g}) = {horizon:.0f} steps); below "
+                f"{EMA_HORIZONS} horizons the EMA still carries the early generators, so its numbers lag the raw ones."
+            )
+    return warnings
+
+
+def closing_notes(report: BenchReport) -> str:
+    """What is decided for the headline metric and generator, at each stage; how many comparisons overall."""
+    options = report.cells[0].config.eval
+    metric, generator = options.best_metric, options.best_generator
+    lines = []
+    for stage in STAGES:
+        family = [c for c in report.comparisons if (c["metric"], c["generator"], c["stage"]) == (metric, generator, stage)]
+        if not family:
+            continue
+        decided = [c for c in family if c["verdict"] != "inconclusive"]
+        what = f"{label(metric)} of the {GENERATOR_LABELS[generator]} generator, {STAGE_LABELS[stage]}"
+        if stage == "equal_time" and report.time_limit_s is not None:
+            what += f" (T = {report.time_limit_s:.0f} s)"
+        text = "; ".join(decided_text(c) for c in decided)
+        undecided = [c for c in family if c["verdict"] == "inconclusive"]
+        rest = "; ".join(f"{pair(c)} ({needed_text(c)})" for c in undecided)
+        lines.append(
+            f"- **{what}**: {len(decided)} of {len(family)} pairs decided"
+            + (f": {text}." if decided else ".")
+            + (f" Inconclusive: {rest}." if undecided else "")
+        )
+    total = len(report.comparisons)
+    if total:
+        decided = sum(c["verdict"] != "inconclusive" for c in report.comparisons)
+        lines.append(
+            f"- Over all {len(report.spec.metrics)} metrics, both generators and every stage, {decided} of {total} "
+            "comparisons are decided (tables below)."
+        )
+    for floor in report.floors:
+        summary = floor_summary(floor, metric)
+        best = [s["mean"] for s in report.summaries if (s["metric"], s["generator"], s["stage"]) == (metric, generator, "best")]
+        if summary is not None and best and summary["mean"] > 0:
+            leader = (max if higher_is_better(metric) else min)(best)
+            lines.append(
+                f"- Floor ({floor['label']}): {label(metric)} {interval(summary)}; the best method's "
+                f"mean best {label(metric)} is {number(leader / summary['mean'])}× that."
+            )
+    return "\n".join(lines)
+
+
+def table_notes(report: BenchReport, jobs: int | None) -> str:
+    """How the numbers were obtained, as a bullet list."""
+    cells, options = report.cells, report.cells[0].config.eval
     steps = sorted({c.config.train.steps for c in cells})
+    floors = report.floors
     space = METRIC_SPACES.get(floors[0]["space"], floors[0]["space"]) if floors else "the data set's metric space"
     parallel = f"{jobs} runs in parallel" if jobs else "runs in parallel as recorded below"
+    methods = {s["ci_method"] for s in report.summaries if s["ci_method"]}
     lines = [
-        "- Mean ± sample standard deviation over the seeds of each method; the best mean of each metric is in bold.",
         (
-            f"- Generator: **{options.best_generator.upper()}** (`eval.best_generator`). *best* = at the evaluation "
-            f"with the {'highest' if higher_is_better(options.best_metric) else 'lowest'} "
-            f"{LABELS.get(options.best_metric, options.best_metric)} (the checkpoint `best.pt` keeps, as the paper "
-            f"reports); *final* = at the last evaluation (step {', '.join(map(str, steps))}). "
+            f"- Stages, per generator: *best* = the evaluation with the {'highest' if higher_is_better(options.best_metric) else 'lowest'} "
+            f"{label(options.best_metric)} (for the {options.best_generator.upper()} generator, the checkpoint `best.pt` keeps, "
+            f"as the paper reports); *final* = the last evaluation (step {', '.join(map(str, steps))}); *best within T* = the "
+            f"best evaluation whose wall time is at most T"
+            + (f" = {report.time_limit_s:.0f} s" if report.time_limit_s is not None else " (no wall times on record)")
+            + ", the wall time the fastest method's slowest seed took to its last evaluation: the comparison at equal compute. "
             f"Evaluated every {options.every or 'end of the'} generator steps."
         ),
         (
             f"- Metrics: {options.num_samples} generated images against the train-split reference, in {space}. "
-            "KID is the unbiased estimator, so it can be slightly negative near zero."
+            "KID is the unbiased estimator, so it can be slightly negative near zero. Precision and recall use k = 3 "
+            "nearest neighbours, density and coverage k = 5."
+        ),
+        (
+            "- Over seeds: mean, median and sample standard deviation; 95 % CI of the mean: bootstrap "
+            f"(`scipy.stats.bootstrap`, 10,000 resamples, fixed seed; {' and '.join(sorted(methods)) or 'BCa'} "
+            "intervals; BCa falls back to percentile where it is undefined, as when all seeds agree)."
+        ),
+        (
+            f"- Comparisons: A − B is the difference of the means with a 95 % bootstrap CI; Welch's t-test p; Holm-adjusted "
+            f"over the pairs of one metric, generator and stage; P(A better) = Mann–Whitney U / (n_A · n_B), ties half. "
+            f"Verdict: *A better* / *B better* when the Holm p < {ALPHA}, else *inconclusive*, with ≈ the seeds per method "
+            f"at which the observed difference and pooled spread would be detected with {POWER:.0%} power at "
+            f"α / (pairs in the family) (two-sample t-test, noncentral t)."
         ),
     ]
     for floor in floors:
-        lines.append(
-            f"- Real-vs-real floor: {floor['images']} real images, {floor['how']}: what a perfect generator scores. "
-            f"It uses {'fewer' if floor['images'] < options.num_samples else 'as many'} images than the generated "
-            f"samples{', so it carries a larger small-sample bias (FID and KID fall with more images)' if floor['images'] < options.num_samples else ''}."
-        )
+        lines.append(f"- Floor: {floor['how']}")
     lines.append(
         f"- Wall time: the whole run including evaluations ({parallel}); train steps/s: median over the logging "
         "intervals, so evaluation pauses do not count."
@@ -164,66 +452,39 @@ def table_notes(cells: list[Cell], floors: list[dict[str, Any]], jobs: int | Non
     return "\n".join(lines)
 
 
-def reading_notes(groups: list[dict[str, Any]], floors: list[dict[str, Any]], metric: str = "fid") -> str:
-    """Rankings by best and by final ``metric``, which neighbours are separated, and the distance to the floor.
-
-    Separated: the difference of two means exceeds the sum of their standard deviations.
-    """
-    label, lines = LABELS.get(metric, metric), []
-    order = " > " if higher_is_better(metric) else " < "
-    for which in ("best", "final"):
-        column = f"{which}_{metric}"
-        ranked = [g for g in groups if g.get(column, (None, None))[0] is not None]
-        ranked.sort(key=lambda g: g[column][0], reverse=higher_is_better(metric))
-        if not ranked:
-            continue
-        lines.append(f"- Mean {which} {label}: " + order.join(f"{g['method']} ({number(g[column][0])})" for g in ranked) + ".")
-        for better, worse in itertools.pairwise(ranked):
-            gap = abs(worse[column][0] - better[column][0])
-            spread = (better[column][1] or 0.0) + (worse[column][1] or 0.0)
-            verdict = f"separated ({number(gap)} > {number(spread)})" if gap > spread else f"**not separated** ({number(gap)} ≤ {number(spread)})"
-            lines.append(f"    - {better['method']} vs {worse['method']}: {verdict}")
-        if which == "best":
-            for floor in floors:
-                value = floor["metrics"].get(metric)
-                if value is None:
-                    continue
-                below = [g["method"] for g in ranked if g[column][0] - (g[column][1] or 0.0) <= value]
-                lines.append(
-                    f"- Real-vs-real floor {label} {number(value)}: "
-                    + (f"{', '.join(below)} within one std of it; " if below else "every method stays above it by more than one std; ")
-                    + (f"the best mean is {number(ranked[0][column][0] / value)}× the floor." if value > 0 else "")
-                )
-    lines.append(
-        "- *Separated*: the difference of two means exceeds the sum of their standard deviations, a simple and "
-        "conservative rule for a handful of seeds, not a significance test. Neighbours in the ranking are compared."
+def report_body(report: BenchReport, jobs: int | None) -> str:
+    """The summary of decided comparisons, the tables, how they were obtained and the comparisons."""
+    options = report.cells[0].config.eval
+    parts = ["\n\n".join(ema_warnings(report.cells)), "### Summary\n\n" + closing_notes(report)]
+    metrics = report.spec.metrics
+    for metric in metrics:
+        parts.append(f"### {label(metric)} {arrow(metric)}\n\n{metric_table(report, metric)}")
+    parts.append("### Wall time and speed\n\n" + speed_table(report))
+    parts.append("### How these numbers were obtained\n\n" + table_notes(report, jobs))
+    headline = f"{label(options.best_metric)}, {GENERATOR_LABELS[options.best_generator]} generator"
+    parts.append(
+        f"### Comparisons: {headline}\n\n{detail_table(report, options.best_metric, options.best_generator)}\n\n"
+        "Every other comparison's numbers are in `comparisons.csv`; their verdicts follow."
     )
-    return "\n".join(lines)
+    verdicts = []
+    for generator in dict.fromkeys(r["generator"] for r in report.rows):
+        for stage in STAGES:
+            table = verdict_table(report, generator, stage)
+            if table:
+                verdicts.append(f"{GENERATOR_LABELS[generator]} generator, {STAGE_LABELS[stage]}:\n\n{table}")
+    if verdicts:
+        parts.append("### Comparisons: every metric\n\n" + "\n\n".join(verdicts))
+    return "\n\n".join(p for p in parts if p)
 
 
 # -- files -----------------------------------------------------------------------------------------
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """One row per run; columns are the union of all rows' keys, in first-seen order."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+def write_csv(rows: list[dict[str, Any]], path: Path, columns: Sequence[str] | None = None) -> None:
+    """Rows as CSV; columns are ``columns`` or the union of all rows' keys, in first-seen order. None is empty."""
+    columns = list(columns or dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-
-
-def floors_of(cells: list[Cell], floors: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The floors the finished cells use, each once."""
-    return [floors[k] for k in dict.fromkeys(floor_key(c.config) for c in cells if c.finished) if k in floors]
-
-
-def report_body(spec: BenchSpec, cells: list[Cell], floors: dict[str, dict[str, Any]], jobs: int | None) -> str:
-    """The results table, how it was obtained, and which methods are separated."""
-    used = floors_of(cells, floors)
-    groups = aggregate([run_row(c, spec.metrics) for c in cells], stat_columns(spec.metrics))
-    return "\n\n".join([
-        results_table(groups, used, spec.metrics), table_notes(cells, used, jobs),
-        "### Reading the table\n\n" + reading_notes(groups, used),
-    ])
 
 
 def last_jobs(root: Path) -> int | None:

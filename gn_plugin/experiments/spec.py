@@ -58,7 +58,11 @@ class BenchSpec(Strict):
 
     name: str = Field(pattern=NAME_PATTERN, description="short name; the default output folder is runs/bench/<name>")
     title: str = Field("", description="heading of the results page")
-    description: str = Field("", description="Markdown shown at the top of the results page")
+    description: str = Field(
+        "",
+        description="Markdown for the results page: the text before its first `##` heading opens the page, "
+        "its `##` sections follow the results",
+    )
     base: str = Field(description="the config every cell starts from, relative to the spec file")
     set: dict[str, Any] = Field(
         default_factory=dict,

@@ -1,1 +1,2 @@
-"""Sample-quality metrics (entry-point group ``gn_plugin.metrics``): ``fid``, ``kid``, ``is``, ``coverage``."""
+"""Sample-quality metrics (entry-point group ``gn_plugin.metrics``): ``fid``, ``kid``, ``is``, ``class_coverage``,
+``precision``, ``recall``, ``density``, ``coverage``."""

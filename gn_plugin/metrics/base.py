@@ -8,8 +8,11 @@ registered in the entry-point group ``gn_plugin.metrics`` like every other compo
 
 It returns a dict because one computation can give several numbers (``is`` gives its mean and its
 std over the splits); the key named like the metric is the one tables and ``eval.best_metric`` use.
-A metric whose larger values are better carries ``higher_is_better = True`` (the :func:`metric`
-decorator sets it). ``generated`` holds the features and class probabilities of the generated
+Several names may share one function (``precision`` and ``recall`` both give both numbers): a
+metric whose key an earlier one in the list already gave is not computed again. A metric whose
+larger values are better carries ``higher_is_better = True``, one that needs the reference
+features (not only their mean and covariance) ``reference_features = True`` (the :func:`metric`
+decorator sets both). ``generated`` holds the features and class probabilities of the generated
 images in the data set's metric space; ``reference`` the statistics (and, where kept, the features)
 of the real images in the same space.
 """
@@ -50,11 +53,12 @@ Metric = Callable[[FeatureSet, ReferenceStats], dict[str, float]]
 M = TypeVar("M", bound=Metric)
 
 
-def metric(*, higher_is_better: bool = False) -> Callable[[M], M]:
-    """Decorator marking a function as a metric and recording its direction."""
+def metric(*, higher_is_better: bool = False, reference_features: bool = False) -> Callable[[M], M]:
+    """Decorator marking a function as a metric: its direction and whether it needs the reference features."""
 
     def mark(function: M) -> M:
         function.higher_is_better = higher_is_better  # type: ignore[attr-defined]
+        function.reference_features = reference_features  # type: ignore[attr-defined]
         return function
 
     return mark
@@ -71,13 +75,22 @@ def get_metric(name: str) -> Metric:
 
 
 def higher_is_better(name: str) -> bool:
-    """Whether a larger value of metric ``name`` is better (IS, coverage) rather than worse (FID, KID)."""
+    """Whether a larger value of metric ``name`` is better (IS, precision) rather than worse (FID, KID)."""
     return bool(getattr(get_metric(name), "higher_is_better", False))
 
 
+def needs_reference_features(name: str) -> bool:
+    """Whether metric ``name`` needs the reference features themselves (KID, precision), not only their statistics."""
+    return bool(getattr(get_metric(name), "reference_features", False))
+
+
 def compute_metrics(names: Sequence[str], generated: FeatureSet, reference: ReferenceStats) -> dict[str, float]:
-    """Run the metrics ``names`` and merge their results into one dict."""
+    """Run the metrics ``names`` and merge their results into one dict.
+
+    A name whose value an earlier metric already gave (``recall`` after ``precision``) is skipped.
+    """
     results: dict[str, float] = {}
     for name in names:
-        results.update(get_metric(name)(generated, reference))
+        if name not in results:
+            results.update(get_metric(name)(generated, reference))
     return results

@@ -1,4 +1,4 @@
-"""Metrics ``is`` and ``coverage``: computed from the class probabilities of the generated images."""
+"""Metrics ``is`` and ``class_coverage``: computed from the class probabilities of the generated images."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def inception_score(probabilities: np.ndarray, num_splits: int = 10) -> tuple[fl
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def class_coverage(probabilities: np.ndarray) -> float:
+def classes_predicted(probabilities: np.ndarray) -> float:
     """Fraction of the K classes that are the argmax of at least one sample."""
     return len(np.unique(probabilities.argmax(axis=1))) / probabilities.shape[1]
 
@@ -37,6 +37,9 @@ def inception_score_metric(generated: FeatureSet, reference: ReferenceStats) -> 
 
 
 @metric(higher_is_better=True)
-def coverage(generated: FeatureSet, reference: ReferenceStats) -> dict[str, float]:
-    """Fraction of classes predicted for at least one generated sample (meant for the digits classifier)."""
-    return {"coverage": class_coverage(generated.probabilities)}
+def class_coverage(generated: FeatureSet, reference: ReferenceStats) -> dict[str, float]:
+    """Fraction of classes predicted for at least one generated sample (meant for the digits classifier).
+
+    Not Naeem et al.'s ``coverage``, which measures how much of the real feature manifold is covered.
+    """
+    return {"class_coverage": classes_predicted(generated.probabilities)}

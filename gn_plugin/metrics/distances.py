@@ -30,7 +30,7 @@ def fid(generated: FeatureSet, reference: ReferenceStats) -> dict[str, float]:
     return {"fid": float(frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma))}
 
 
-@metric()
+@metric(reference_features=True)
 def kid(generated: FeatureSet, reference: ReferenceStats) -> dict[str, float]:
     """Unbiased squared MMD with a cubic polynomial kernel, averaged over 100 subsets (seeded)."""
     if reference.features is None:

@@ -9,6 +9,10 @@ Pairwise Euclidean distances are computed in float64 a block of rows at a time
 (``block_size`` rows against the whole other set), so the full distance matrix never exists:
 besides float64 copies of non-float64 inputs, the extra memory is one ``block_size x n`` float64
 buffer (plus a boolean mask of that shape) for ``n`` samples on the other side.
+
+As registered metrics they compare the generated features with the reference features (the same
+features FID uses): ``precision`` and ``recall`` come from one computation (k = 3, as Kynkäänniemi
+et al. recommend), ``density`` and ``coverage`` from another (k = 5, as Naeem et al. recommend).
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from gn_plugin.errors import GnPluginError
+from gn_plugin.metrics.base import FeatureSet, ReferenceStats, metric
 
 DEFAULT_BLOCK_SIZE = 1024
+PRECISION_RECALL_K = 3
+DENSITY_COVERAGE_K = 5
 
 
 def _as_features(x: np.ndarray, name: str) -> np.ndarray:
@@ -128,3 +135,25 @@ def density_coverage(
         pairs_inside += int(np.count_nonzero(inside))
         real_covered[rows] = inside.any(axis=1)
     return float((1.0 / k) * (pairs_inside / fake.shape[0])), float(real_covered.mean())
+
+
+def _reference_features(reference: ReferenceStats, names: str) -> np.ndarray:
+    if reference.features is None:
+        raise GnPluginError(f"metrics {names} need the reference features, and these statistics have none")
+    return reference.features
+
+
+@metric(higher_is_better=True, reference_features=True)
+def precision_recall_metric(generated: FeatureSet, reference: ReferenceStats) -> dict[str, float]:
+    """Improved precision and recall (k = 3) of the generated against the reference features."""
+    real = _reference_features(reference, "'precision' and 'recall'")
+    precision, recall = precision_recall(real, generated.features, k=PRECISION_RECALL_K)
+    return {"precision": precision, "recall": recall}
+
+
+@metric(higher_is_better=True, reference_features=True)
+def density_coverage_metric(generated: FeatureSet, reference: ReferenceStats) -> dict[str, float]:
+    """Density and coverage (k = 5) of the generated against the reference features."""
+    real = _reference_features(reference, "'density' and 'coverage'")
+    density, coverage = density_coverage(real, generated.features, k=DENSITY_COVERAGE_K)
+    return {"density": density, "coverage": coverage}

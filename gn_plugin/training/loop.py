@@ -106,7 +106,7 @@ def train_steps(t: Training, *, progress: bool, stop: StopRequest) -> dict[str, 
     bar = tqdm(total=options.steps, initial=t.step, disable=not (progress and group.is_main), desc=config.norm.name, unit="step")
     started = time.perf_counter()
     wall_time = lambda: t.wall_time_s + time.perf_counter() - started  # noqa: E731 (every segment of the run)
-    speed = SpeedMeter(t.step)
+    speed, speed_between_evaluations = SpeedMeter(t.step), SpeedMeter(t.step)
 
     while t.step < options.steps:
         if stop.signum is not None:
@@ -126,8 +126,10 @@ def train_steps(t: Training, *, progress: bool, stop: StopRequest) -> dict[str, 
             with private_rng(t.device):
                 files.add_image(t.step, sample_grid(t))
         if eval_due:
+            timing = {"wall_time_s": wall_time(), "train_steps_per_s": speed_between_evaluations.read(t.step)}
             with private_rng(t.device):
-                records = evaluate(t, evaluator, wall_time())
+                records = evaluate(t, evaluator, timing)
+            speed_between_evaluations.pause()
             metric = config.eval.best_metric
             shown = {r["generator"]: r.get(metric) for r in records}
             bar.write(f"step {t.step}: {metric} raw {shown['raw']:.3f}, ema {shown['ema']:.3f}")
@@ -256,6 +258,10 @@ class SpeedMeter:
         self.time, self.step = now, step
         return speed
 
+    def pause(self) -> None:
+        """Leave the time since the last reading (an evaluation, say) out of the next reading."""
+        self.time = time.perf_counter()
+
 
 def log_scalars(t: Training, d_step: DiscriminatorStep, g_loss: Tensor, speed: SpeedMeter) -> dict[str, float]:
     """Losses, probes, learning rates and speed to TensorBoard and ``scalars.jsonl``; returns them."""
@@ -279,19 +285,23 @@ def sample_grid(t: Training) -> Tensor:
     return image_grid(torch.cat([raw, ema]), rows=int(math.sqrt(count)))
 
 
-def evaluate(t: Training, evaluator: Evaluator, wall_time_s: float) -> list[dict[str, Any]]:
-    """Score the raw and the EMA generator; keep ``best.pt`` for ``eval.best_metric`` of ``best_generator``."""
+def evaluate(t: Training, evaluator: Evaluator, timing: dict[str, float]) -> list[dict[str, Any]]:
+    """Score the raw and the EMA generator; keep ``best.pt`` for ``eval.best_metric`` of ``best_generator``.
+
+    ``timing`` (wall time so far over every segment of the run, train steps/s since the last
+    evaluation) goes into both records.
+    """
     options = t.config.eval
     records = []
     for name, generator in (("raw", t.generator), ("ema", t.generator_ema)):
         metrics = evaluator.evaluate(evaluation_sampler(generator, t.config, t.device))
-        records.append({"step": t.step, "generator": name, **metrics})
+        records.append({"step": t.step, "generator": name, **timing, **metrics})
         t.files.append_result(records[-1])
     chosen = next(r for r in records if r["generator"] == options.best_generator)
     value = chosen.get(options.best_metric)
     if value is not None and improves(options.best_metric, value, t.best.get("value")):
         t.best = {"metric": options.best_metric, "generator": options.best_generator, "value": value, "step": t.step}
-        save_checkpoint(t, t.files.best_checkpoint, wall_time_s)
+        save_checkpoint(t, t.files.best_checkpoint, timing["wall_time_s"])
     return records
 
 
