@@ -33,11 +33,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from gn_plugin.config import Config
 from gn_plugin.data.base import ImageDataset
@@ -53,6 +54,9 @@ from gn_plugin.experiments.machine import (
 from gn_plugin.experiments.pages import write_docs_page, write_report
 from gn_plugin.experiments.spec import Cell, find_spec, floor_key, prepare
 from gn_plugin.training.build import build_dataset, build_dataset_and_models
+
+
+PROGRESS_INTERVAL_S = 2.0  # how often the progress bar reads the runs' scalars.jsonl
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -77,10 +81,32 @@ def job_environments(jobs: int) -> list[dict[str, str]]:
     return [{**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(jobs)]
 
 
-def run_cells(cells: list[Cell], jobs: int, log: Callable[[str], None] = print) -> list[Cell]:
+def steps_done(cell: Cell) -> int:
+    """Generator steps a cell has behind it: all of them once finished, else its last logged step."""
+    if cell.finished:
+        return cell.config.train.steps
+    try:
+        with open(cell.files.scalars, "rb") as file:
+            file.seek(max(0, os.fstat(file.fileno()).st_size - (1 << 14)))  # a line holds a few dozen scalars
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):  # the line being written, or the cut-off first one
+            continue
+    return 0
+
+
+def run_cells(
+    cells: list[Cell], jobs: int, log: Callable[[str], None] = print, progress: bool | None = None
+) -> list[Cell]:
     """Run ``cells`` as ``gnbench train`` processes, ``jobs`` at a time; returns the cells that failed.
 
-    Each process writes its output to the cell's log file.
+    Each process writes its output to the cell's log file. One progress bar counts the generator
+    steps of all cells (read from their ``scalars.jsonl``) with an ETA; a line is logged per finished
+    cell. ``progress``: show the bar (None: when stderr is a terminal).
     """
     environments = job_environments(jobs)
     slots: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -99,18 +125,31 @@ def run_cells(cells: list[Cell], jobs: int, log: Callable[[str], None] = print) 
             slots.put(slot)
         return process.returncode, time.perf_counter() - started
 
-    failed = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    def report(line: str) -> None:
+        with tqdm.external_write_mode():  # the line above the bar, not through it
+            log(line)
+
+    failed, done = [], 0
+    total = sum(cell.config.train.steps for cell in cells)
+    counted = lambda: sum(steps_done(cell) for cell in cells)  # noqa: E731
+    with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(
+        total=total, initial=counted(), unit="step", desc=f"{len(cells)} runs", disable=None if progress is None else not progress,
+    ) as bar:
         futures = {pool.submit(run, cell): cell for cell in cells}
-        for done, future in enumerate(as_completed(futures), 1):
-            cell = futures[future]
-            code, seconds = future.result()
-            if code == 0:
-                log(f"[{done}/{len(cells)}] {cell.id}: finished in {seconds:.0f} s")
-            else:
-                failed.append(cell)
-                lines = cell.log_path.read_text().strip().splitlines() or ["(no output)"]
-                log(f"[{done}/{len(cells)}] {cell.id}: FAILED (exit {code}): {lines[-1]}")
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=PROGRESS_INTERVAL_S, return_when=FIRST_COMPLETED)
+            for future in finished:
+                cell, done = futures[future], done + 1
+                code, seconds = future.result()
+                if code == 0:
+                    report(f"[{done}/{len(cells)}] {cell.id}: finished in {seconds:.0f} s")
+                else:
+                    failed.append(cell)
+                    lines = cell.log_path.read_text().strip().splitlines() or ["(no output)"]
+                    report(f"[{done}/{len(cells)}] {cell.id}: FAILED (exit {code}): {lines[-1]}")
+            bar.update(counted() - bar.n)
+            bar.set_postfix_str(f"{done}/{len(cells)} runs done")
     return failed
 
 

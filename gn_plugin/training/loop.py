@@ -20,11 +20,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from gn_plugin.config import Config, save_config
+from gn_plugin.evaluation.assets import require
 from gn_plugin.evaluation.evaluator import EVAL_SEED, Evaluator
-from gn_plugin.evaluation.sampling import image_grid, latent_sampler
+from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_sampler
 from gn_plugin.metrics.base import higher_is_better
 from gn_plugin.training import distributed
-from gn_plugin.training.build import setup
+from gn_plugin.training.build import required_assets, setup
 from gn_plugin.training.checkpoint import restore, save_checkpoint
 from gn_plugin.training.probes import probe_discriminator
 from gn_plugin.training.run_dir import RunFiles
@@ -45,13 +46,15 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
     if group.is_main:
         files.prepare(resume=resume)
         save_config(config, files.config)
+    require(required_assets(config), f"`gnbench assets {files.config} --fetch` downloads them")
     t = setup(config, files, group)
     if resume:
         restore(t, files.latest_checkpoint)
         files.drop_after(t.step)
         files.log(f"resumed at step {t.step} from {files.latest_checkpoint}")
+    evaluates = group.is_main and bool(config.eval.metrics)  # eval.metrics: [] trains without evaluating
     with private_rng(t.device):  # building the feature extractor must not move training's RNG
-        evaluator = Evaluator(t.dataset, config.eval, t.device) if group.is_main else None
+        evaluator = Evaluator(t.dataset, config.eval, t.device, progress=progress) if evaluates else None
     options = config.train
     bar = tqdm(total=options.steps, initial=t.step, disable=not (progress and group.is_main), desc=config.norm.name, unit="step")
     started = time.perf_counter()
@@ -68,7 +71,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
         if group.is_main and (t.step % options.sample_every == 0 or done):
             with private_rng(t.device):
                 files.add_image(t.step, sample_grid(t))
-        if group.is_main and ((config.eval.every and t.step % config.eval.every == 0) or done):
+        if evaluates and ((config.eval.every and t.step % config.eval.every == 0) or done):
             with private_rng(t.device):
                 records = evaluate(t, evaluator)
             metric = config.eval.best_metric
@@ -138,11 +141,15 @@ def log_scalars(t: Training, d_step: DiscriminatorStep, g_loss: Tensor, speed: S
 
 
 def sample_grid(t: Training) -> Tensor:
-    """Raw and EMA samples of fixed z side by side, as one image grid in [0, 1]."""
+    """Raw samples above EMA samples of the same fixed z, each grid labelled with its generator and step."""
     seed, count = t.config.train.seed + 1, t.config.train.sample_count
-    raw = latent_sampler(t.generator, t.device, seed)(count)
-    ema = latent_sampler(t.generator_ema, t.device, seed)(count)
-    return image_grid(torch.cat([raw, ema]), rows=int(math.sqrt(count)))
+    rows = int(math.sqrt(count))
+    grids = [
+        labelled_grid(image_grid(latent_sampler(generator, t.device, seed)(count), rows), f"{name}, step {t.step}")
+        for name, generator in (("raw", t.generator), ("EMA", t.generator_ema))
+    ]
+    width = max(grid.shape[2] for grid in grids)
+    return torch.cat([torch.nn.functional.pad(grid, (0, width - grid.shape[2]), value=1.0) for grid in grids], dim=1)
 
 
 def evaluate(t: Training, evaluator: Evaluator) -> list[dict[str, Any]]:
@@ -150,7 +157,7 @@ def evaluate(t: Training, evaluator: Evaluator) -> list[dict[str, Any]]:
     options = t.config.eval
     records = []
     for name, generator in (("raw", t.generator), ("ema", t.generator_ema)):
-        metrics = evaluator.evaluate(latent_sampler(generator, t.device, seed=EVAL_SEED))
+        metrics = evaluator.evaluate(latent_sampler(generator, t.device, seed=EVAL_SEED), label=f"evaluating {name}")
         records.append({"step": t.step, "generator": name, **metrics})
         t.files.append_result(records[-1])
     chosen = next(r for r in records if r["generator"] == options.best_generator)
