@@ -1,4 +1,4 @@
-"""Progress a user sees: one bar over every bench run's steps, a bar while evaluating."""
+"""Progress a user sees: one bar over every bench run's steps, a bar while evaluating, perf's estimate first."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import yaml
 
+from gn_plugin.cli import main
 from gn_plugin.config import EvalConfig
 from gn_plugin.evaluation.evaluator import Evaluator
-from gn_plugin.experiments import bench
+from gn_plugin.experiments import bench, perf
 from gn_plugin.experiments import spec as bench_spec
 from gn_plugin.registry import create
 
@@ -68,3 +69,23 @@ def test_evaluation_shows_a_bar_over_its_samples_when_asked(tmp_path, capsys):
     shown = Evaluator(dataset, settings, progress=True)
     shown.evaluate(lambda n: dataset.images[:n], label="evaluating ema")
     assert "evaluating ema" in capsys.readouterr().err
+
+
+def test_perf_estimates_the_rest_from_one_warm_up_iteration_per_variant():
+    prepared = perf.Prepared("cnn32", [], [], warmup_seconds={"fp32/sn": 1.0, "fp32/gn": 2.0})
+    # a memory pass per variant (3 s) plus three repetitions of both (9 s), a sync count more on CUDA
+    assert perf.remaining_seconds(prepared, reps=3, time_limit=None, cuda=False) == 12.0
+    assert perf.remaining_seconds(prepared, reps=3, time_limit=None, cuda=True) == 15.0
+    # a time limit stops new repetitions once passed: at most one repetition beyond it
+    assert perf.remaining_seconds(prepared, reps=3, time_limit=4.0, cuda=False) == 3.0 + 7.0
+
+
+def test_perf_prints_its_plan_and_estimate_before_measuring(capsys):
+    tiny = ["model.width=0.0625", "train.batch_size_d=2", "train.batch_size_g=2"]
+    assert main(["perf", "--device", "cpu", "--groups", "fp32", "--reps", "1", "--set", *tiny]) == 0
+    captured = capsys.readouterr()
+    first, second = captured.err.splitlines()[:2]
+    assert first.startswith("gnbench perf --device cpu --models cnn32 --groups fp32 --reps 1 --warmup 1 --time-limit 60")
+    assert "5 variants" in first and second.startswith("estimated duration: about ")
+    assert "| cnn32 | 1 | 2 / 2 | fp32 | gn |" in captured.out  # the CPU default measures cnn32 only
+
