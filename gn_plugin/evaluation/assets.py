@@ -313,23 +313,6 @@ def one_line(exc: BaseException) -> str:
 
 
 # -- reporting ---------------------------------------------------------------------------------------
-def describe(item: Located) -> list[str]:
-    """The lines of one asset in a report: its state and path, then the download and placing command."""
-    asset = item.asset
-    if item.state == "computed":
-        return [f"{'computed':<8} {asset.what}: {asset.note}"]
-    lines = [f"{item.state:<8} {asset.what}", f"{'':<8} at {item.target}"]
-    lines += [f"{'':<8} also looked in {path}" for path in asset.paths if path != item.target]
-    if item.problem and item.state == "invalid":
-        lines.append(f"{'':<8} invalid: {item.problem}")
-    if item.state != "present":
-        if asset.url:
-            lines.append(f"{'':<8} from {asset.url}" + (f" ({asset.url_checksum})" if asset.url_checksum else ""))
-        if asset.place:
-            lines.append(f"{'':<8} place: {asset.place}")
-    return lines
-
-
 def require(assets: Iterable[Asset], fetch_hint: str) -> None:
     """Raise one error naming every missing or invalid asset (a line each), with where to fetch it from."""
     absent = [item for item in map(locate, assets) if item.state in ("missing", "invalid")]
