@@ -149,16 +149,17 @@ def cli_reference() -> str:
 
 # -- components and contracts ----------------------------------------------------------------------
 def components() -> str:
-    """Every registered component, its provider and the first line of its docstring."""
-    from gn_plugin.registry import KINDS, registry
+    """Every registered component, its provider, the first sentence of its docstring and its options."""
+    from gn_plugin.registry import KINDS, first_sentence, options, registry
 
-    lines = ["| kind | name | provided by | description |", "|---|---|---|---|"]
+    lines = ["| kind | name | provided by | description | options (default) |", "|---|---|---|---|---|"]
     for kind in KINDS:
         for name in registry(kind).names():
             info = registry(kind).info(name)
-            doc = (registry(kind).get(name).__doc__ or "").strip().splitlines()
-            text = rst_to_markdown(doc[0]).replace("|", "\\|") if doc else ""
-            lines.append(f"| {kind} | `{name}` | {info.provider} | {text} |")
+            factory = registry(kind).get(name)
+            text = rst_to_markdown(first_sentence(factory)).replace("|", "\\|")
+            shown = ", ".join(f"`{option}`".replace("|", "\\|") for option in options(kind, factory))
+            lines.append(f"| {kind} | `{name}` | {info.provider} | {text} | {shown or '–'} |")
     return "\n".join(lines)
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from gn_plugin.config import load_config
 from gn_plugin.errors import GnPluginError
-from gn_plugin.experiments import bench, lipschitz, perf
-from gn_plugin.registry import KINDS, registry
+from gn_plugin.experiments import assets, bench, lipschitz, perf
+from gn_plugin.registry import KINDS, first_sentence, options, plain_text, registry
 from gn_plugin.training.loop import train
 from gn_plugin.training.saved_run import evaluate_run, sample_run
 
@@ -48,15 +48,35 @@ def command_train(args: argparse.Namespace) -> None:
 
 
 def command_eval(args: argparse.Namespace) -> None:
-    for record in evaluate_run(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.set):
+    outside = [item for item in args.set if not item.startswith("eval.")]
+    if outside:
+        raise GnPluginError(
+            f"--set {outside[0]}: gnbench eval takes eval.* keys only (the rest of the run is fixed by its config.yaml)"
+        )
+    for record in evaluate_run(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.set, log=print_status):
         print(json.dumps(record))
 
 
 def command_sample(args: argparse.Namespace) -> None:
     if args.count < 1:
         raise GnPluginError(f"--count must be at least 1, got {args.count}")
-    path = sample_run(Path(args.run_dir), checkpoint=args.checkpoint, out=args.out, count=args.count, use_ema=not args.raw)
+    path = sample_run(
+        Path(args.run_dir), checkpoint=args.checkpoint, out=args.out, count=args.count, use_ema=not args.raw,
+        log=print_status,
+    )
     print(path)
+
+
+def print_status(line: str) -> None:
+    """A line for the reader on stderr, keeping stdout for what scripts read (JSON records, paths)."""
+    print(line, file=sys.stderr)
+
+
+def describe_component(kind: str, name: str) -> list[str]:
+    """The first sentence of a component's docstring and its options with their defaults, as plain text."""
+    factory = registry(kind).get(name)
+    shown = options(kind, factory)
+    return [plain_text(first_sentence(factory))] + ([f"options: {', '.join(shown)}"] if shown else [])
 
 
 def command_list(args: argparse.Namespace) -> None:
@@ -64,16 +84,32 @@ def command_list(args: argparse.Namespace) -> None:
     for kind in kinds:
         reg = registry(kind)
         for name in reg.names():
-            line = f"{kind:<12} {name:<14}"
+            line, details = f"{kind:<12} {name:<14}", []
             try:
                 info = reg.info(name)
                 line += f" {info.provider:<20} {info.target}"
                 if args.detail:
-                    doc = (reg.get(name).__doc__ or "").strip().splitlines()
-                    line += f"  {doc[0] if doc else ''}"
+                    details = describe_component(kind, name)
             except GnPluginError as exc:  # one broken plugin must not hide the others
                 line += f" ERROR: {exc}"
             print(line)
+            for detail in details:
+                print(f"{'':<28}{detail}")
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` states each option's default, where it has one worth stating (not off, empty or none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or not action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+CHECKPOINTS = {
+    "best": "best: checkpoints/best.pt, the evaluation with the best eval.best_metric (latest.pt when there is none)",
+    "latest": "latest: checkpoints/latest.pt, the last saved step",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,37 +119,52 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one run from a YAML config")
     train.add_argument("config", help="YAML config, or with --resume the run directory")
     train.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
-    train.add_argument("--out", help="run directory (default: runs/<config name>)")
+    train.add_argument("--out", help="run directory (default: runs/<config path below yaml_configs, dashed>)")
     train.add_argument(
         "--resume", action="store_true",
         help="continue the run in the given run directory (or in --out, whose config CONFIG must match); "
         "only train.steps, the log/sample/checkpoint intervals, data.num_workers and eval.* may change",
     )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(handler=command_train)
 
-    evaluate = commands.add_parser("eval", help="evaluate a run's raw and EMA generators")
-    evaluate.add_argument("run_dir")
-    evaluate.add_argument("--checkpoint", choices=["latest", "best"], default="best")
-    evaluate.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override eval.* values")
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a run's raw and EMA generators (best checkpoint by default)",
+        description="Score the raw and EMA generators of one checkpoint; one JSON record per generator on stdout, "
+        "appended to results.jsonl. " + "; ".join(CHECKPOINTS.values()) + ".",
+    )
+    evaluate.add_argument("run_dir", help="a run directory (config.yaml, checkpoints/)")
+    evaluate.add_argument("--checkpoint", choices=["latest", "best"], default="best", help="which checkpoint to score")
+    evaluate.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="override eval.* values (e.g. eval.num_samples=50000)"
+    )
     evaluate.set_defaults(handler=command_eval)
 
-    sample = commands.add_parser("sample", help="write an image grid of a run's generator")
-    sample.add_argument("run_dir")
-    sample.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
-    sample.add_argument("--out", help="PNG path (default: RUN_DIR/samples/<checkpoint>.png)")
-    sample.add_argument("--count", type=int, default=64)
+    sample = commands.add_parser(
+        "sample", help="write an image grid of a run's generator (latest checkpoint by default)",
+        description="Write a PNG grid of samples of one checkpoint's EMA (or raw) generator and print its path. "
+        + "; ".join(CHECKPOINTS.values()) + ".",
+    )
+    sample.add_argument("run_dir", help="a run directory (config.yaml, checkpoints/)")
+    sample.add_argument("--checkpoint", choices=["latest", "best"], default="latest", help="which checkpoint to sample")
+    sample.add_argument("--out", help="PNG path (default: RUN_DIR/samples/<checkpoint>_<ema|raw>_step<N>.png)")
+    sample.add_argument("--count", type=int, default=64, help="images in the grid")
     sample.add_argument("--raw", action="store_true", help="the raw generator instead of the EMA one")
     sample.set_defaults(handler=command_sample)
 
     listing = commands.add_parser("list", help="registered components, their kind and providing distribution")
     listing.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind only")
-    listing.add_argument("--detail", action="store_true", help="load each plugin and show its description")
+    listing.add_argument(
+        "--detail", action="store_true", help="load each plugin and show its description and options with defaults"
+    )
     listing.set_defaults(handler=command_list)
 
+    assets.add_command(commands)
     bench.add_command(commands)
     lipschitz.add_command(commands)
     perf.add_command(commands)
+    for command in commands.choices.values():
+        command.formatter_class = DefaultsFormatter
     return parser
 
 
@@ -123,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
         try:
-            args.handler(args)
+            return args.handler(args) or 0
         except GnPluginError as exc:
             print(f"gnbench: error: {exc}", file=sys.stderr)
             return getattr(exc, "exit_code", 2)
@@ -133,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("gnbench: interrupted", file=sys.stderr)
             return 130
-    return 0
 
 
 def show_warning(message: Warning | str, category: type[Warning], *location: Any, **options: Any) -> None:

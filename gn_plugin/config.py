@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -227,16 +228,23 @@ class EvalConfig(Strict):
     batch_size: int = Field(500, gt=0, description="images per batch in evaluation")
     metrics: list[str] = Field(
         default_factory=lambda: ["fid", "kid", "is"],
-        description="registered metrics (fid, kid, is, precision, recall, density, coverage, class_coverage, or a plugin's), "
-        "computed from one feature pass",
+        description="registered metrics (fid, kid, is, precision, recall, density, coverage, class_coverage, or a "
+        "plugin's), computed from one feature pass; [] = no evaluation: no feature extractor is loaded, no "
+        "results.jsonl, no best.pt",
     )
     inception_path: str | None = Field(
-        None, description="TF-Inception TorchScript file (default: clean-fid's location)"
+        None,
+        description="TF-Inception TorchScript file (null: the project's cache, $GN_PLUGIN_CACHE or "
+        "~/.cache/gn_plugin, then clean-fid's /tmp)",
     )
-    cache_dir: str = Field(
-        "~/.cache/gn_plugin", description="where reference statistics computed from data sets are cached"
+    cache_dir: str | None = Field(
+        None,
+        description="where reference statistics are kept: clean-fid's precomputed ones and those computed from "
+        "data sets (null: $GN_PLUGIN_CACHE, else ~/.cache/gn_plugin)",
     )
-    best_metric: str = Field("fid", description="metric that chooses checkpoints/best.pt; one of metrics")
+    best_metric: str = Field(
+        "fid", description="metric that chooses checkpoints/best.pt; one of metrics (unused when metrics is [])"
+    )
     best_generator: Literal["raw", "ema"] = Field(
         "ema",
         description="generator whose metric chooses best.pt (raw or ema); the authors chose by the raw G "
@@ -271,7 +279,7 @@ class EvalConfig(Strict):
 
     @model_validator(mode="after")
     def _best_metric_measured(self) -> EvalConfig:
-        if self.best_metric not in self.metrics:
+        if self.metrics and self.best_metric not in self.metrics:
             raise ValueError(
                 f"best_metric '{self.best_metric}' is not among metrics ({', '.join(self.metrics) or 'none'})"
             )
@@ -399,8 +407,10 @@ def read_text(path: Path) -> str:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping read with a safe loader; a missing, binary or malformed file is a one-line error."""
-    data = parse_yaml(read_text(path), str(path)) or {}
+    """A YAML mapping read with a safe loader; a missing, binary, empty or malformed file is a one-line error."""
+    data = parse_yaml(read_text(path), str(path))
+    if data is None:
+        raise GnPluginError(f"{path}: the file is empty; a config sets at least one key (for example base: or norm:)")
     if not isinstance(data, dict):
         raise GnPluginError(f"{path}: a config must be a mapping, got {type(data).__name__}")
     return data
@@ -461,13 +471,31 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[st
     return deep_merge(data, overrides)
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """The first validation problem as ``source: key.path: reason`` on one line."""
+def nearest_key(schema: type[BaseModel], location: tuple[Any, ...]) -> str | None:
+    """The valid key of ``schema`` nearest to the unknown one at ``location`` (a validation error's), if any."""
+    *parents, key = [part for part in location if isinstance(part, str)] or [""]
+    for part in parents:
+        field = schema.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        schema = field.annotation
+    close = difflib.get_close_matches(key, list(schema.model_fields), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def format_validation_error(error: ValidationError, source: str, schema: type[BaseModel] | None = None) -> str:
+    """The first validation problem as ``source: key.path: reason`` on one line.
+
+    With the ``schema`` that was validated, an unknown key gets the nearest valid one as a suggestion.
+    """
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"] if part not in ("function-after",))
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
+        nearest = nearest_key(schema, first["loc"]) if schema is not None else None
+        if nearest:
+            message += f"; did you mean '{nearest}'?"
     more = len(error.errors()) - 1
     suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
     return f"{source}: {location or '<root>'}: {message}{suffix}"
@@ -478,7 +506,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise GnPluginError(format_validation_error(exc, source)) from None
+        raise GnPluginError(format_validation_error(exc, source, Config)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import warnings
+import re
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, TypeVar
@@ -30,8 +31,11 @@ __all__ = [
     "ComponentInfo",
     "Registry",
     "create",
+    "first_sentence",
     "get",
     "list_components",
+    "options",
+    "plain_text",
     "register",
     "registry",
 ]
@@ -224,6 +228,43 @@ class Registry:
 
 
 _REGISTRIES: dict[str, Registry] = {kind: Registry(kind, group) for kind, group in KINDS.items()}
+
+#: factory arguments the runner fills in itself (from ``model.*`` and ``data.*`` keys), not options
+SUPPLIED_BY_RUNNER = {
+    "model": {"z_dim", "num_classes", "width", "channels"},
+    "dataset": {"root", "resolution", "split", "download"},
+}
+
+
+def first_sentence(component: Any) -> str:
+    """The first sentence of ``component``'s docstring, on one line, markup kept (reStructuredText)."""
+    paragraph = " ".join((inspect.getdoc(component) or "").split("\n\n")[0].split())
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", paragraph, maxsplit=1)[0]
+
+
+def plain_text(rst: str) -> str:
+    """Inline reStructuredText as plain text: ``literal`` -> literal, :func:`~pkg.name` -> name."""
+    text = re.sub(r":\w+:`~?(?:[\w.]*\.)?([^`.]+)`", r"\1", rst)
+    return text.replace("``", "")
+
+
+def options(kind: str, factory: Callable[..., Any]) -> list[str]:
+    """The options a config can give ``factory``, with their defaults: ``depth=3``, ``root (required)``.
+
+    Inputs without a default that the runner passes (the discriminator of a norm, a metric's
+    features) and the arguments it fills from other keys (:data:`SUPPLIED_BY_RUNNER`) are left out.
+    """
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature
+        return []
+    supplied = SUPPLIED_BY_RUNNER.get(kind, set())
+    return [
+        f"{p.name} (required)" if p.default is p.empty else f"{p.name}={p.default!r}"
+        for p in parameters
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in supplied
+        and (p.default is not p.empty or p.kind is p.KEYWORD_ONLY)
+    ]
 
 
 def registry(kind: str) -> Registry:

@@ -15,12 +15,26 @@ Large ones decode their images lazily, one item at a time, through :func:`image_
 ``DataLoader``, or decodes them all once at start-up and keeps them on the device (``data.on_device``).
 Those take the option ``resize``: ``squash`` (default, the authors' bilinear ``Resize((S, S))``)
 or ``center_crop`` (the centred square, bicubic).
+
+A factory that reads files may carry an attribute ``required_files(*, root, resolution, split,
+**options) -> DatasetFiles``, called with the factory's own arguments (without ``download``) and
+creating nothing: the files it reads (each with its checksum, the download that provides it and
+how to place it by hand) and how its samples are scored. ``gnbench assets`` lists and fetches them
+and training checks them before its first step. A factory without it reads no file of its own
+(``digits``, ``fake``) or lets the user's ``root`` be whatever it is (``folder``, ``lmdb``)::
+
+    def my_set_files(*, root="data", resolution=None, split="train") -> DatasetFiles:
+        path = os.path.join(root, "images.npz")
+        return DatasetFiles((RequiredFile(path, md5="0123...", url="https://example.org/images.npz"),))
+
+    my_set.required_files = my_set_files
 """
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +44,37 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gn_plugin.errors import GnPluginError
+
+
+@dataclass(frozen=True)
+class RequiredFile:
+    """A file a data set reads, and where it comes from.
+
+    ``path``: where the data set looks for it; ``md5``: its checksum (None: presence is enough).
+    ``url``: a download that provides it, the file itself or, with ``extract_to``, an archive that
+    puts it at ``path`` when extracted into that folder; ``url_md5``: the download's checksum.
+    ``place``: how to put it there by hand, one command (default: download ``url`` to ``path``).
+    """
+
+    path: str
+    md5: str | None = None
+    url: str | None = None
+    url_md5: str | None = None
+    extract_to: str | None = None
+    place: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """What a data set needs from disk, known before it is created (the ``required_files`` hook).
+
+    ``metric_space`` and ``cleanfid_reference`` are the attributes the created data set will carry,
+    so that the feature extractor and the reference statistics it needs can be listed too.
+    """
+
+    files: tuple[RequiredFile, ...] = ()
+    metric_space: str = "inception"
+    cleanfid_reference: tuple[str, int, str] | None = None
 
 
 class ImageDataset(Dataset):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from gn_plugin.data.base import EncodedImageDataset
+from gn_plugin.data.base import DatasetFiles, EncodedImageDataset, RequiredFile
 from gn_plugin.errors import GnPluginError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -52,3 +52,14 @@ def folder(
     """Dataset ``folder``: images under ``root`` (recursive), RGB, resized to ``resolution`` (``resize``:
     ``squash`` or ``center_crop``), labels 0. There is nothing to download; ``download`` is ignored."""
     return ImageFolder(root, resolution=resolution, split=split, extensions=extensions, resize=resize)
+
+
+def folder_files(
+    *, root: str, resolution: int | None = None, split: str = "train", extensions: Sequence[str] = IMAGE_EXTENSIONS
+) -> DatasetFiles:
+    """The folder ``root`` itself: the images are the user's to provide."""
+    root = os.path.abspath(os.path.expanduser(root))
+    return DatasetFiles((RequiredFile(root, place=f"put the images under {root}, or point data.root at their folder"),))
+
+
+folder.required_files = folder_files

@@ -12,7 +12,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from gn_plugin.data.base import EncodedImageDataset
+from gn_plugin.data.base import DatasetFiles, EncodedImageDataset, RequiredFile
 from gn_plugin.errors import GnPluginError
 
 _ENVIRONMENTS: dict[str, Any] = {}  # this process's open databases, by real path
@@ -79,3 +79,12 @@ def lmdb(
     download; ``download`` is ignored."""
     _lmdb_module()
     return LmdbImages(root, resolution=resolution, split=split, resize=resize)
+
+
+def lmdb_files(*, root: str, resolution: int | None = None, split: str = "train") -> DatasetFiles:
+    """The database ``root`` itself: it is the user's to provide."""
+    root = os.path.abspath(os.path.expanduser(root))
+    return DatasetFiles((RequiredFile(root, place=f"put the LMDB at {root}, or point data.root at it"),))
+
+
+lmdb.required_files = lmdb_files

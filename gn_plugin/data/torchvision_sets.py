@@ -2,7 +2,9 @@
 
 CIFAR-10 is the 32 px train set scored against clean-fid's precomputed ``cifar10`` statistics;
 STL-10 is the 100k-image ``unlabeled`` split at 48 px, whose reference statistics the runner
-computes from the data (clean-fid has none for STL-10).
+computes from the data (clean-fid has none for STL-10). Both declare their files
+(``required_files``) from torchvision's own lists: every split's files, since torchvision checks
+them all, with torchvision's checksums and download.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
-from gn_plugin.data.base import ImageDataset, check_resize_mode, image_to_tensor
+from gn_plugin.data.base import DatasetFiles, ImageDataset, RequiredFile, check_resize_mode, image_to_tensor
 from gn_plugin.errors import GnPluginError
 
 
@@ -75,6 +77,38 @@ def _check_split(name: str, split: str, splits: tuple[str, ...]) -> None:
         raise GnPluginError(f"dataset '{name}': unknown split '{split}' (choose {', '.join(splits)})")
 
 
+def torchvision_files(kind: type[VisionDataset], root: str) -> tuple[RequiredFile, ...]:
+    """The files torchvision's ``kind`` checks under ``root``, each from its archive ``kind.url``."""
+    root = os.path.abspath(os.path.expanduser(root))
+    listed = [*kind.train_list, *kind.test_list]
+    if hasattr(kind, "meta"):  # CIFAR's label names, checked as well
+        listed.append([kind.meta["filename"], kind.meta["md5"]])
+    return tuple(
+        RequiredFile(
+            os.path.join(root, kind.base_folder, name), md5=md5, url=kind.url, url_md5=kind.tgz_md5,
+            extract_to=root, place=f"mkdir -p {root} && tar xzf {kind.filename} -C {root}",
+        )
+        for name, md5 in listed
+    )
+
+
+def cifar10_reference(resolution: int | None, split: str) -> tuple[str, int, str] | None:
+    """clean-fid precomputed cifar10 statistics at 32 px for both splits, train and test."""
+    return ("cifar10", 32, split) if (resolution or 32) == 32 else None
+
+
+def cifar10_files(*, root: str = "data", resolution: int | None = None, split: str = "train") -> DatasetFiles:
+    """The CIFAR-10 python batches torchvision reads, scored against clean-fid's statistics at 32 px."""
+    _check_split("cifar10", split, ("train", "test"))
+    return DatasetFiles(torchvision_files(datasets.CIFAR10, root), cleanfid_reference=cifar10_reference(resolution, split))
+
+
+def stl10_files(*, root: str = "data", resolution: int | None = None, split: str = "unlabeled") -> DatasetFiles:
+    """The STL-10 binaries torchvision reads; no clean-fid statistics (computed from the data)."""
+    _check_split("stl10", split, datasets.STL10.splits)
+    return DatasetFiles(torchvision_files(datasets.STL10, root))
+
+
 def cifar10(
     *, root: str = "data", resolution: int | None = None, split: str = "train", download: bool = True,
     resize: str = "squash",
@@ -85,10 +119,9 @@ def cifar10(
     resolution = resolution or 32
     root = os.path.abspath(os.path.expanduser(root))
     images = _load("cifar10", datasets.CIFAR10, root, train=split == "train", download=download)
-    # clean-fid precomputed cifar10 statistics at 32 px for both splits, train and test
-    reference = ("cifar10", 32, split) if resolution == 32 else None
     return TorchvisionImages(
-        images, name="cifar10", resolution=resolution, num_classes=10, cleanfid_reference=reference, resize=resize
+        images, name="cifar10", resolution=resolution, num_classes=10,
+        cleanfid_reference=cifar10_reference(resolution, split), resize=resize,
     )
 
 
@@ -109,3 +142,7 @@ def stl10(
         cleanfid_reference=None,
         resize=resize,
     )
+
+
+cifar10.required_files = cifar10_files
+stl10.required_files = stl10_files

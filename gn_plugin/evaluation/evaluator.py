@@ -51,7 +51,8 @@ class Evaluator:
     clean-fid's precomputed statistics belong to its own Inception pipelines, so with a custom
     extractor the reference is always computed from the data. ``held_out`` is the data set's
     held-out split (for example the same data set created with ``split="test"``), used by
-    :meth:`floor`; :meth:`resampled_floor` scores the data set's own images at the generated sample count.
+    :meth:`floor`; :meth:`resampled_floor` scores the data set's own images at the generated sample
+    count. ``progress`` shows a bar while features are extracted.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class Evaluator:
         *,
         extractor: FeatureExtractor | None = None,
         held_out: ImageDataset | None = None,
+        progress: bool = False,
     ) -> None:
         for name in settings.metrics:
             get_metric(name)  # an unknown name fails before any expensive work
@@ -69,6 +71,7 @@ class Evaluator:
         self.settings = settings
         self.device = str(device)
         self.held_out = held_out
+        self.progress = progress
         uses_cleanfid_stats = (
             extractor is None and dataset.metric_space == "inception" and dataset.cleanfid_reference is not None
         )
@@ -78,14 +81,24 @@ class Evaluator:
         )
         if uses_cleanfid_stats:
             with_features = any(map(needs_reference_features, settings.metrics))
-            self.reference = cleanfid_reference(*dataset.cleanfid_reference, mode=settings.mode, with_features=with_features)
+            self.reference = cleanfid_reference(
+                *dataset.cleanfid_reference, mode=settings.mode, with_features=with_features, cache_dir=settings.cache_dir
+            )
         else:
-            self.reference = dataset_reference(dataset, self.extractor, settings.batch_size, settings.cache_dir)
+            self.reference = dataset_reference(
+                dataset, self.extractor, settings.batch_size, settings.cache_dir, progress=progress
+            )
 
-    def evaluate(self, sample: Callable[[int], Tensor]) -> dict[str, float]:
-        """Metrics of ``num_samples`` images from ``sample(n)`` (n images in [-1, 1], NCHW)."""
+    def evaluate(self, sample: Callable[[int], Tensor], label: str = "evaluation") -> dict[str, float]:
+        """Metrics of ``num_samples`` images from ``sample(n)`` (n images in [-1, 1], NCHW).
+
+        ``label`` names the progress bar.
+        """
         batches = sampled_batches(sample, self.settings.num_samples, self.settings.batch_size)
-        return compute_metrics(self.settings.metrics, extract(batches, self.extractor), self.reference)
+        features = extract(
+            batches, self.extractor, progress=label if self.progress else None, total=self.settings.num_samples
+        )
+        return compute_metrics(self.settings.metrics, features, self.reference)
 
     def floor(self) -> dict[str, float]:
         """Real-vs-real metrics: what a perfect generator would score with this many samples.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import tempfile
 import warnings
 from typing import Callable, Iterable, Iterator, Protocol
@@ -30,8 +29,10 @@ from cleanfid import downloads_helper
 from cleanfid.resize import build_resizer
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from gn_plugin.errors import GnPluginError
+from gn_plugin.evaluation.assets import inception_weights, locate
 from gn_plugin.evaluation.digits_classifier import (
     DIGITS_CLASSIFIER_PATH,
     load_digits_classifier,
@@ -39,7 +40,6 @@ from gn_plugin.evaluation.digits_classifier import (
 from gn_plugin.evaluation.pytorch_inception import load_pytorch_inception, resolve_pytorch_inception_path
 from gn_plugin.metrics.base import FeatureSet
 
-INCEPTION_FILE = "inception-2015-12-05.pt"
 #: clean-fid's three ways of feeding Inception (``eval.mode``)
 EVAL_MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
 
@@ -62,10 +62,9 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def resolve_inception_path(path: str | None = None) -> str:
-    """``path`` with ``~`` expanded, or where clean-fid keeps the weights: /tmp (``./`` on Windows)."""
-    if path:
-        return os.path.expanduser(path)
-    return os.path.join("./" if platform.system() == "Windows" else "/tmp", INCEPTION_FILE)
+    """``path`` with ``~`` expanded; by default the first place holding intact weights, the project's
+    cache or clean-fid's /tmp, else the cache (where they are fetched to)."""
+    return locate(inception_weights(path)).target
 
 
 def fetch_inception(path: str) -> None:
@@ -222,12 +221,19 @@ def dataset_batches(dataset: Dataset, batch_size: int) -> Iterator[Tensor]:
         yield images
 
 
-def extract(batches: Iterable[Tensor], extractor: FeatureExtractor) -> FeatureSet:
-    """Features and probabilities of all batches, gathered on the CPU under ``torch.no_grad``."""
+def extract(
+    batches: Iterable[Tensor], extractor: FeatureExtractor, *, progress: str | None = None, total: int | None = None
+) -> FeatureSet:
+    """Features and probabilities of all batches, gathered on the CPU under ``torch.no_grad``.
+
+    ``progress``: the label of a progress bar over the ``total`` images (none without a label).
+    """
     features, probabilities = [], []
-    with torch.no_grad():  # grad mode is global, so it also covers the sampler the batches come from
+    with torch.no_grad(), tqdm(total=total, desc=progress, unit="img", disable=progress is None, leave=False) as bar:
+        # grad mode is global, so it also covers the sampler the batches come from
         for images in batches:
             batch_features, batch_probabilities = extractor(images)
             features.append(batch_features.float().cpu().numpy())
             probabilities.append(batch_probabilities.float().cpu().numpy())
+            bar.update(len(images))
     return FeatureSet(np.concatenate(features), np.concatenate(probabilities))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from gn_plugin.atomic import write_atomically
 from gn_plugin.config import Config
@@ -41,6 +42,9 @@ from gn_plugin.experiments.spec import Cell, find_spec, floor_key, prepare
 from gn_plugin.training.build import build_dataset, build_dataset_and_models, check_components
 from gn_plugin.training.run_dir import LOCK_FILE, RunLock
 from gn_plugin.training.stopping import stop_signals
+
+
+PROGRESS_INTERVAL_S = 2.0  # how often the progress bar reads the runs' scalars.jsonl
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -65,19 +69,51 @@ def job_environments(jobs: int) -> list[dict[str, str]]:
     return [{**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(jobs)]
 
 
-def run_cells(cells: list[Cell], jobs: int, log: Callable[[str], None] = print) -> list[Cell]:
+def steps_done(cell: Cell) -> int:
+    """Generator steps a cell has behind it: all of them once finished, else its last logged step."""
+    if cell.finished:
+        return cell.config.train.steps
+    try:
+        with open(cell.files.scalars, "rb") as file:
+            file.seek(max(0, os.fstat(file.fileno()).st_size - (1 << 14)))  # a line holds a few dozen scalars
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):  # the line being written, or the cut-off first one
+            continue
+    return 0
+
+
+def run_cells(
+    cells: list[Cell], jobs: int, log: Callable[[str], None] = print, progress: bool | None = None
+) -> list[Cell]:
     """Run ``cells`` as ``gnbench train`` processes, ``jobs`` at a time; returns the cells that failed.
 
     Each process writes its output to the cell's log file and runs in its own session, so a signal
     reaches it only through the bench: one SIGINT (Ctrl-C) or SIGTERM stops launching queued cells
     at once and is forwarded to the running ones, which checkpoint and exit; the bench waits for
     them and raises :class:`~gn_plugin.errors.Interrupted`. A further signal is forwarded again
-    (a cell then stops at once).
+    (a cell then stops at once). One progress bar counts the generator steps of all cells (read
+    from their ``scalars.jsonl``) with an ETA; a line is logged per finished cell. ``progress``:
+    show the bar (None: when stderr is a terminal).
     """
     environments = job_environments(jobs)
     queued, running, failed = list(cells), {}, []
     forwarded, done, stopped = 0, 0, 0
-    with stop_signals(second_stops_at_once=False) as stop:
+    total = sum(cell.config.train.steps for cell in cells)
+    counted = lambda: sum(steps_done(cell) for cell in cells)  # noqa: E731
+    bar = tqdm(total=total, initial=counted(), unit="step", desc=f"{len(cells)} runs",
+               disable=None if progress is None else not progress)
+
+    def report(line: str) -> None:
+        with tqdm.external_write_mode():  # the line above the bar, not through it
+            log(line)
+
+    last_read = time.perf_counter()
+    with bar, stop_signals(second_stops_at_once=False) as stop:
         while running or (queued and stop.signum is None):
             free = [slot for slot in range(jobs) if slot not in running]
             while stop.signum is None and queued and free:
@@ -89,20 +125,24 @@ def run_cells(cells: list[Cell], jobs: int, log: Callable[[str], None] = print) 
                     continue
                 del running[slot]
                 done += 1
-                progress = f"[{done}/{len(cells)}] {cell.id}"
+                progress_text = f"[{done}/{len(cells)}] {cell.id}"
                 if code == 0:
-                    log(f"{progress}: finished in {time.perf_counter() - started:.0f} s")
+                    report(f"{progress_text}: finished in {time.perf_counter() - started:.0f} s")
                 elif stop.signum is not None:
                     stopped += 1
-                    log(f"{progress}: stopped (exit {code})")
+                    report(f"{progress_text}: stopped (exit {code})")
                 else:
                     failed.append(cell)
                     lines = cell.log_path.read_text(errors="replace").strip().splitlines() or ["(no output)"]
-                    log(f"{progress}: FAILED (exit {code}): {lines[-1]}")
+                    report(f"{progress_text}: FAILED (exit {code}): {lines[-1]}")
             while forwarded < stop.count:
                 for process, _, _ in running.values():
                     process.send_signal(stop.signum)
                 forwarded += 1
+            if time.perf_counter() - last_read >= PROGRESS_INTERVAL_S or not (running or queued):
+                bar.update(counted() - bar.n)
+                bar.set_postfix_str(f"{done}/{len(cells)} runs done")
+                last_read = time.perf_counter()
             time.sleep(0.05)
     if stop.signum is not None:
         raise Interrupted(

@@ -9,7 +9,8 @@ a rotating order, and the ratios are medians over repetitions of time / time of 
 same settings group (the ``fp32`` one where the group has none) in the same repetition, so a
 machine that slows down for a while slows both sides of a ratio::
 
-    gnbench perf                                            # CPU here
+    gnbench perf                                            # CPU here: cnn32, fp32 and naive, a few minutes
+    gnbench perf --full                                     # CPU: both models, every CPU settings group
     python -m gn_plugin.experiments.perf --device cuda --write-docs docs/performance.md
 
 Peak memory is what one iteration allocates at its peak above the resting state (weights, optimiser
@@ -74,7 +75,27 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     ),
 }
 CUDA_ONLY_GROUPS = {"cuda-graph"}
-DEFAULT_GROUPS = {"cpu": ["fp32", "naive", "full-d-step", "full-g-step", "separate-cr"], "cuda": list(GROUPS)}
+CPU_GROUPS = ["fp32", "naive", "full-d-step", "full-g-step", "separate-cr"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run measures by default: models, settings groups, repetitions, warm-up, time limit (s)."""
+
+    models: tuple[str, ...]
+    groups: tuple[str, ...]
+    reps: int
+    warmup: int
+    time_limit: float | None
+
+
+#: (device, --full) -> the defaults; the CPU ones without --full finish within minutes on 2 cores
+PLANS = {
+    ("cpu", False): Plan(("cnn32",), ("fp32", "naive"), reps=3, warmup=1, time_limit=60.0),
+    ("cpu", True): Plan(tuple(MODELS), tuple(CPU_GROUPS), reps=5, warmup=1, time_limit=None),
+    ("cuda", False): Plan(tuple(MODELS), tuple(GROUPS), reps=30, warmup=3, time_limit=150.0),
+    ("cuda", True): Plan(tuple(MODELS), tuple(GROUPS), reps=30, warmup=3, time_limit=150.0),
+}
 #: (model, numerator method, denominator method, limit, what) -- the issue's targets, fp32 group
 TARGETS = [
     ("cnn32", "gn", "sn", 1.5, "time"),
@@ -183,39 +204,70 @@ def count_host_syncs(t: Training) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def measure_model(
-    model: str, groups: list[str], *, device: str, reps: int, warmup: int, overrides: list[str], time_limit: float | None
-) -> list[Variant]:
-    """Build every variant of ``model``, warm each up, take its memory, then time interleaved repetitions.
+@dataclass
+class Prepared:
+    """The variants of one model, built and warmed up, and how long each warm-up iteration took."""
 
-    With ``time_limit`` (seconds), no new repetition starts after it has passed (at least one runs).
-    """
-    started = time.perf_counter()
+    model: str
+    variants: list[Variant]
+    runs: list[tuple[Variant, Training]]  # the variants that could run, with their training state
+    warmup_seconds: dict[str, float] = field(default_factory=dict)  # "group/method" -> one warm-up iteration
+
+
+def prepare_model(model: str, groups: list[str], *, device: str, warmup: int, overrides: list[str]) -> Prepared:
+    """Build every variant of ``model`` and run its warm-up iterations (each timed, for the estimate)."""
     unused_run_dir = RunFiles(Path(tempfile.gettempdir()) / "gn-perf", writer=False)  # a non-writer writes nothing
-    variants, runs = [], []
+    prepared = Prepared(model, [], [])
     for group in groups:
         for method in GROUPS[group][0]:
             variant = Variant(model, group, method, variant_config(model, group, method, device, overrides))
-            variants.append(variant)
+            prepared.variants.append(variant)
             try:  # one variant that cannot run (say, a failed capture) must not cost the others
                 t = setup(variant.config, unused_run_dir, ProcessGroup())
                 for _ in range(warmup):
-                    train_iteration(t)
-                variant.peak_bytes = peak_iteration_memory(t)
-                if t.device.type == "cuda":
-                    variant.host_syncs = count_host_syncs(t)
+                    prepared.warmup_seconds[f"{group}/{method}"] = timed_iteration(t)
             except GnPluginError as exc:
                 variant.error = str(exc)
                 print(f"{model} {group} {method}: not measured: {exc}", file=sys.stderr, flush=True)
                 continue
-            runs.append((variant, t))
+            prepared.runs.append((variant, t))
+    return prepared
+
+
+def remaining_seconds(prepared: Prepared, *, reps: int, time_limit: float | None, cuda: bool) -> float:
+    """Estimated seconds :func:`measure_prepared` takes: a memory pass (and a sync count on CUDA) per
+    variant, then ``reps`` timed repetitions, the repetitions capped by ``time_limit``."""
+    iteration = sum(prepared.warmup_seconds.values())  # one iteration of every variant
+    repetitions = iteration * reps if time_limit is None else min(iteration * reps, time_limit + iteration)
+    return iteration * (1 + cuda) + repetitions
+
+
+def measure_prepared(prepared: Prepared, *, reps: int, time_limit: float | None) -> list[Variant]:
+    """Take each variant's memory, then time interleaved repetitions of all of them.
+
+    With ``time_limit`` (seconds), no new repetition starts after it has passed (at least one runs).
+    """
+    runs = prepared.runs
+    for variant, t in runs:
+        variant.peak_bytes = peak_iteration_memory(t)
+        if t.device.type == "cuda":
+            variant.host_syncs = count_host_syncs(t)
+    started = time.perf_counter()
     for rep in range(reps):
         if rep and time_limit is not None and time.perf_counter() - started > time_limit:
             break
         shift = rep % len(runs)
         for variant, t in runs[shift:] + runs[:shift]:
             variant.seconds.append(timed_iteration(t))
-    return variants
+    return prepared.variants
+
+
+def measure_model(
+    model: str, groups: list[str], *, device: str, reps: int, warmup: int, overrides: list[str], time_limit: float | None
+) -> list[Variant]:
+    """Build every variant of ``model``, warm each up, take its memory, then time interleaved repetitions."""
+    prepared = prepare_model(model, groups, device=device, warmup=warmup, overrides=overrides)
+    return measure_prepared(prepared, reps=reps, time_limit=time_limit)
 
 
 # -- figures ---------------------------------------------------------------------------------------
@@ -343,43 +395,70 @@ def record(variants: list[Variant]) -> list[dict[str, Any]]:
 
 # -- command line ----------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    def default(option: str) -> str:
+        def shown(value) -> str:
+            return " ".join(value) if isinstance(value, tuple) else "none" if value is None else f"{value:g}"
+
+        return "; ".join(
+            f"{device}{' --full' * full}: {shown(getattr(plan, option))}"
+            for (device, full), plan in PLANS.items() if device == "cpu" or not full  # cuda --full is cuda's default
+        )
+
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--groups", nargs="+", choices=list(GROUPS), help="settings groups (default: cpu: "
-                        f"{' '.join(DEFAULT_GROUPS['cpu'])}; cuda: all)")
-    parser.add_argument("--reps", type=int, help="timed iterations per variant (default: cpu 5, cuda 30)")
-    parser.add_argument("--warmup", type=int, help="untimed iterations per variant first (default: cpu 1, cuda 3)")
-    parser.add_argument("--time-limit", type=float, help="seconds per model after which no new repetition starts "
-                        "(default: cpu none, cuda 150)")
+    parser.add_argument(
+        "--full", action="store_true",
+        help="the whole matrix on the CPU: both models, every CPU settings group, 5 repetitions "
+        "(well over 30 minutes on 2 cores); on CUDA the defaults are the whole matrix",
+    )
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), help=f"models (default: {default('models')})")
+    parser.add_argument("--groups", nargs="+", choices=list(GROUPS), help=f"settings groups (default: {default('groups')})")
+    parser.add_argument("--reps", type=int, help=f"timed iterations per variant (default: {default('reps')})")
+    parser.add_argument("--warmup", type=int, help=f"untimed iterations per variant first (default: {default('warmup')})")
+    parser.add_argument(
+        "--time-limit", type=float,
+        help=f"seconds of timed repetitions per model after which no new one starts (default: {default('time_limit')})",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads; default: torch's)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for every variant")
     parser.add_argument("--json", help="write every measurement here")
     parser.add_argument("--write-docs", metavar="MD", help="put the table into this Markdown page (section per device kind)")
 
 
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def command_perf(args: argparse.Namespace) -> None:
     cuda = args.device == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
-    groups = args.groups or DEFAULT_GROUPS[args.device]
+    plan = PLANS[(args.device, args.full)]
+    models = args.models or list(plan.models)
+    groups = args.groups or list(plan.groups)
     if not cuda and CUDA_ONLY_GROUPS & set(groups):
         raise GnPluginError(f"--groups {' '.join(sorted(CUDA_ONLY_GROUPS & set(groups)))}: needs --device cuda")
-    reps = args.reps or (30 if cuda else 5)
-    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
-    time_limit = args.time_limit if args.time_limit is not None else (150.0 if cuda else None)
+    reps = args.reps or plan.reps
+    warmup = args.warmup if args.warmup is not None else plan.warmup
+    time_limit = args.time_limit if args.time_limit is not None else plan.time_limit
     command = " ".join(
-        ["gnbench perf", f"--device {args.device}", f"--models {' '.join(args.models)}", f"--groups {' '.join(groups)}",
+        ["gnbench perf", f"--device {args.device}", f"--models {' '.join(models)}", f"--groups {' '.join(groups)}",
          f"--reps {reps}", f"--warmup {warmup}"]
         + ([f"--time-limit {time_limit:g}"] if time_limit is not None else [])
         + ([f"--threads {args.threads}"] if args.threads else [])
         + ([f"--set {' '.join(args.set)}"] if args.set else [])
     )
+    count = sum(len(GROUPS[group][0]) for group in groups) * len(models)
+    print(f"{command}: {count} variants; estimating the duration from a warm-up iteration of each", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    prepared = [prepare_model(model, groups, device=args.device, warmup=warmup, overrides=args.set) for model in models]
+    if warmup:
+        left = sum(remaining_seconds(p, reps=reps, time_limit=time_limit, cuda=cuda) for p in prepared)
+        warmed = time.perf_counter() - started
+        print(f"estimated duration: about {minutes(warmed + left)} ({minutes(left)} after the warm-up)", file=sys.stderr, flush=True)
     variants: list[Variant] = []
-    for model in args.models:
-        variants += measure_model(
-            model, groups, device=args.device, reps=reps, warmup=warmup, overrides=args.set, time_limit=time_limit
-        )
-        print(f"{model}: measured {len(variants)} variants so far", file=sys.stderr, flush=True)
+    for model in prepared:
+        variants += measure_prepared(model, reps=reps, time_limit=time_limit)
+        print(f"{model.model}: measured {len(variants)} variants so far", file=sys.stderr, flush=True)
     device = torch.device(args.device)
     table = markdown(variants, device, command, warmup)
     print(table)

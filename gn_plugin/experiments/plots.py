@@ -99,19 +99,26 @@ def plot_samples(cells: list[Cell], path: Path, count: int = 64) -> None:
     for cell in cells:
         if cell.finished and cell.group not in shown:
             shown[cell.group] = cell
-    columns = min(len(shown), 5)
-    rows = -(-len(shown) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, (method, cell) in zip(axes.flat, shown.items()):
+    panels = []
+    for method, cell in shown.items():
         run = load_run(cell.run_dir, "latest")
         images = latent_sampler(run.generator_ema, run.device, seed=cell.seed + 1, mode=run.config.eval.generator_mode)(count)
-        grid = image_grid(images, rows=int(count**0.5)).permute(1, 2, 0).numpy()
-        axis.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", interpolation="nearest")
-        axis.set_title(f"{method}\nseed {cell.seed}, step {run.step}, EMA", fontsize=9)
+        grid = image_grid(images, rows=int(count**0.5)).permute(1, 2, 0).numpy()  # small images enlarged
+        panels.append((f"{method}\nseed {cell.seed}, step {run.step}, EMA", grid))
+    columns = min(len(shown), 5)
+    rows = -(-len(shown) // columns)
+    dpi, (height, width) = 110, panels[0][1].shape[:2]
+    # each panel at the grid's own pixel size, so every sample pixel is a sharp block
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(columns * (width / dpi + 0.2), rows * (height / dpi + 0.5)), squeeze=False
+    )
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (title, grid) in zip(axes.flat, panels):
+        axis.imshow(grid, interpolation="nearest")
+        axis.set_title(title, fontsize=11)
     figure.tight_layout()
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    figure.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(figure)
 
 

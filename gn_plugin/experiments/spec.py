@@ -138,7 +138,7 @@ def load_spec(path: str | Path) -> BenchSpec:
     try:
         return BenchSpec.model_validate(read_yaml(path))
     except ValidationError as exc:
-        raise GnPluginError(format_validation_error(exc, str(path))) from None
+        raise GnPluginError(format_validation_error(exc, str(path), BenchSpec)) from None
 
 
 # -- cells -----------------------------------------------------------------------------------------

@@ -9,17 +9,20 @@ norm and regularizers declare (:mod:`gn_plugin.norms.base`, :mod:`gn_plugin.regu
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from typing import Any
 
 import torch
 from torch import nn
 
 from gn_plugin.config import Config
-from gn_plugin.data.base import ImageDataset
+from gn_plugin.data.base import DatasetFiles, ImageDataset
 from gn_plugin.errors import GnPluginError
+from gn_plugin.evaluation.assets import Asset, data_asset, evaluation_assets
 from gn_plugin.models.base import GANPair, count_parameters
 from gn_plugin.norms.base import cheap_scorer, cheap_step_problem, has_per_sample_scores
-from gn_plugin.registry import create
+from gn_plugin.registry import create, get
 from gn_plugin.regularizers.base import scores_views
 from gn_plugin.training import distributed
 from gn_plugin.training.cuda_graph import (
@@ -65,6 +68,44 @@ def build_dataset_and_models(config: Config) -> tuple[ImageDataset, GANPair]:
             )
         dataset = build_dataset(config, resolution=resolution)
     return dataset, pair
+
+
+def model_resolution(config: Config) -> int:
+    """The resolution of ``model.name``'s images, read from a generator built on the meta device (no memory)."""
+    model = config.model
+    return _generator_resolution(model.name, model.z_dim, model.width, json.dumps(model.options, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _generator_resolution(name: str, z_dim: int, width: float, options: str) -> int:
+    with torch.device("meta"):
+        pair = create("model", name, z_dim=z_dim, num_classes=0, width=width, channels=3, **json.loads(options))
+    return pair.generator.resolution
+
+
+def dataset_needs(config: Config, resolution: int, split: str = "train") -> DatasetFiles:
+    """The files ``data.name`` reads and how it is scored: its ``required_files`` hook, without creating it;
+    a data set without the hook reads no file of its own and is created to read its attributes."""
+    data = config.data
+    declare = getattr(get("dataset", data.name), "required_files", None)
+    if declare is None:
+        dataset = build_dataset(config, split, resolution)
+        return DatasetFiles(metric_space=dataset.metric_space, cleanfid_reference=dataset.cleanfid_reference)
+    # neither downloading nor the resize mode changes which files are read
+    options = {key: value for key, value in data.options.items() if key not in ("download", "resize")}
+    try:
+        return declare(root=data.root, resolution=resolution, split=split, **options)
+    except TypeError as exc:
+        raise GnPluginError(f"dataset '{data.name}': required_files: {exc}") from None
+
+
+def required_assets(config: Config, *, evaluation: bool = True) -> list[Asset]:
+    """Every file a run of ``config`` reads: the data set's, then (``evaluation``) what scoring it needs,
+    nothing without metrics."""
+    resolution = model_resolution(config)
+    needs = dataset_needs(config, resolution)
+    files = [data_asset(config.data.name, required) for required in needs.files]
+    return files + (evaluation_assets(needs, config.eval, config.data.name, resolution) if evaluation else [])
 
 
 def build_norm(config: Config, discriminator: nn.Module) -> nn.Module:

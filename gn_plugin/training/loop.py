@@ -24,11 +24,12 @@ from tqdm import tqdm
 
 from gn_plugin.config import RESUMABLE_KEYS, Config, changed_keys, load_config, resume_conflicts, save_config
 from gn_plugin.errors import GnPluginError, Interrupted, first_line
+from gn_plugin.evaluation.assets import require
 from gn_plugin.evaluation.evaluator import Evaluator, evaluation_sampler
-from gn_plugin.evaluation.sampling import image_grid, latent_sampler
+from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_sampler
 from gn_plugin.metrics.base import higher_is_better
 from gn_plugin.training import distributed
-from gn_plugin.training.build import describe, setup
+from gn_plugin.training.build import describe, required_assets, setup
 from gn_plugin.training.checkpoint import restore, save_checkpoint
 from gn_plugin.training.probes import probe_discriminator
 from gn_plugin.training.run_dir import RunFiles
@@ -80,6 +81,7 @@ def run(
         if finished is not None:
             print(f"{files.root} finished at step {finished['steps']}; nothing to do (raise train.steps to train longer)")
             return finished
+    require(required_assets(config), f"`gnbench assets {files.config} --fetch` downloads them")
     t = setup(config, files, group)
     if resume:
         restore(t, files.latest_checkpoint)
@@ -101,8 +103,9 @@ def run(
 def train_steps(t: Training, *, progress: bool, stop: StopRequest) -> dict[str, Any]:
     """Train from ``t.step`` to ``train.steps``: the loop itself; returns the summary."""
     config, options, group, files = t.config, t.config.train, t.group, t.files
+    evaluates = group.is_main and bool(config.eval.metrics)  # eval.metrics: [] trains without evaluating
     with private_rng(t.device):  # building the feature extractor must not move training's RNG
-        evaluator = Evaluator(t.dataset, config.eval, t.device) if group.is_main else None
+        evaluator = Evaluator(t.dataset, config.eval, t.device, progress=progress) if evaluates else None
     bar = tqdm(total=options.steps, initial=t.step, disable=not (progress and group.is_main), desc=config.norm.name, unit="step")
     started = time.perf_counter()
     wall_time = lambda: t.wall_time_s + time.perf_counter() - started  # noqa: E731 (every segment of the run)
@@ -125,7 +128,7 @@ def train_steps(t: Training, *, progress: bool, stop: StopRequest) -> dict[str, 
         if sample_due:
             with private_rng(t.device):
                 files.add_image(t.step, sample_grid(t))
-        if eval_due:
+        if eval_due and evaluates:
             timing = {"wall_time_s": wall_time(), "train_steps_per_s": speed_between_evaluations.read(t.step)}
             with private_rng(t.device):
                 records = evaluate(t, evaluator, timing)
@@ -278,11 +281,15 @@ def log_scalars(t: Training, d_step: DiscriminatorStep, g_loss: Tensor, speed: S
 
 
 def sample_grid(t: Training) -> Tensor:
-    """Raw and EMA samples of fixed z side by side, as one image grid in [0, 1]."""
+    """Raw samples above EMA samples of the same fixed z, each grid labelled with its generator and step."""
     seed, count, mode = t.config.train.seed + 1, t.config.train.sample_count, t.config.eval.generator_mode
-    raw = latent_sampler(t.generator, t.device, seed, mode=mode)(count)
-    ema = latent_sampler(t.generator_ema, t.device, seed, mode=mode)(count)
-    return image_grid(torch.cat([raw, ema]), rows=int(math.sqrt(count)))
+    rows = int(math.sqrt(count))
+    grids = [
+        labelled_grid(image_grid(latent_sampler(generator, t.device, seed, mode=mode)(count), rows), f"{name}, step {t.step}")
+        for name, generator in (("raw", t.generator), ("EMA", t.generator_ema))
+    ]
+    width = max(grid.shape[2] for grid in grids)
+    return torch.cat([torch.nn.functional.pad(grid, (0, width - grid.shape[2]), value=1.0) for grid in grids], dim=1)
 
 
 def evaluate(t: Training, evaluator: Evaluator, timing: dict[str, float]) -> list[dict[str, Any]]:
@@ -294,7 +301,7 @@ def evaluate(t: Training, evaluator: Evaluator, timing: dict[str, float]) -> lis
     options = t.config.eval
     records = []
     for name, generator in (("raw", t.generator), ("ema", t.generator_ema)):
-        metrics = evaluator.evaluate(evaluation_sampler(generator, t.config, t.device))
+        metrics = evaluator.evaluate(evaluation_sampler(generator, t.config, t.device), label=f"evaluating {name}")
         records.append({"step": t.step, "generator": name, **timing, **metrics})
         t.files.append_result(records[-1])
     chosen = next(r for r in records if r["generator"] == options.best_generator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ from torchvision.utils import save_image
 from gn_plugin.config import Config, load_config
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.errors import GnPluginError
+from gn_plugin.evaluation.assets import require
 from gn_plugin.evaluation.evaluator import Evaluator, evaluation_sampler
-from gn_plugin.evaluation.sampling import image_grid, latent_sampler
+from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_sampler
 from gn_plugin.training import checkpoint
-from gn_plugin.training.build import build_dataset_and_models
+from gn_plugin.training.build import build_dataset_and_models, required_assets
 from gn_plugin.training.run_dir import RunFiles
 
 
@@ -32,17 +34,33 @@ class SavedRun:
     generator_ema: nn.Module
     step: int
     device: torch.device
+    checkpoint: str  # the checkpoint actually read: "best" or "latest"
+
+    def describe(self) -> str:
+        """Which checkpoint file the generators come from, and its step."""
+        path = self.files.best_checkpoint if self.checkpoint == "best" else self.files.latest_checkpoint
+        return f"{path} (step {self.step})"
 
 
-def load_run(run_dir: Path, which: str = "latest", overrides: list[str] | None = None) -> SavedRun:
-    """Rebuild the generators of ``run_dir`` from its ``config.yaml`` and checkpoint ``which``."""
+def load_run(
+    run_dir: Path, which: str = "latest", overrides: list[str] | None = None, *, evaluation: bool = False
+) -> SavedRun:
+    """Rebuild the generators of ``run_dir`` from its ``config.yaml`` and checkpoint ``which``.
+
+    ``best`` reads ``latest.pt`` while the run has no ``best.pt`` (no evaluation yet); ``checkpoint``
+    of the result says which was read. The data set's files (with ``evaluation``, also the weights
+    and statistics evaluation reads) are checked first, every missing one named in one error.
+    """
     files = RunFiles(run_dir)
     if not files.config.is_file():
         raise GnPluginError(f"{run_dir} is not a run directory (no config.yaml)")
     config = load_config(files.config, overrides)
+    if evaluation and not config.eval.metrics:
+        raise GnPluginError(f"{run_dir}: eval.metrics is empty; name some, e.g. --set eval.metrics=[fid,kid,is]")
+    require(required_assets(config, evaluation=evaluation), f"`gnbench assets {files.config} --fetch` downloads them")
+    if which == "best" and not files.best_checkpoint.exists():
+        which = "latest"
     path = files.best_checkpoint if which == "best" else files.latest_checkpoint
-    if which == "best" and not path.exists():
-        path = files.latest_checkpoint  # no evaluation improved yet
     device = torch.device("cuda" if torch.cuda.is_available() and config.train.device != "cpu" else "cpu")
     state = checkpoint.load(path, map_location=device)
     dataset, pair = build_dataset_and_models(config)
@@ -50,28 +68,36 @@ def load_run(run_dir: Path, which: str = "latest", overrides: list[str] | None =
     generator_ema = copy.deepcopy(generator)
     generator.load_state_dict(state["generator"])
     generator_ema.load_state_dict(state["generator_ema"])
-    return SavedRun(config, files, dataset, generator.eval(), generator_ema.eval(), int(state["step"]), device)
+    return SavedRun(config, files, dataset, generator.eval(), generator_ema.eval(), int(state["step"]), device, which)
 
 
-def sample_run(run_dir: Path, checkpoint: str = "latest", out: str | None = None, count: int = 64, use_ema: bool = True) -> Path:
+def sample_run(
+    run_dir: Path, checkpoint: str = "latest", out: str | None = None, count: int = 64, use_ema: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Write a grid of ``count`` samples of a run's (EMA) generator; returns the PNG path."""
     run = load_run(run_dir, checkpoint)
+    kind = "ema" if use_ema else "raw"
+    log(f"sampling the {kind.upper()} generator of {run.describe()}")
     generator = run.generator_ema if use_ema else run.generator
     images = latent_sampler(generator, run.device, seed=run.config.train.seed + 1, mode=run.config.eval.generator_mode)(count)
-    path = Path(out) if out else run.files.samples / f"{checkpoint}_{'ema' if use_ema else 'raw'}_step{run.step}.png"
+    path = Path(out) if out else run.files.samples / f"{run.checkpoint}_{kind}_step{run.step}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(image_grid(images, rows=int(count**0.5)), path)
+    save_image(labelled_grid(image_grid(images, rows=int(count**0.5)), f"{kind.upper()}, step {run.step}"), path)
     return path
 
 
-def evaluate_run(run_dir: Path, checkpoint: str = "best", overrides: list[str] | None = None) -> list[dict[str, Any]]:
+def evaluate_run(
+    run_dir: Path, checkpoint: str = "best", overrides: list[str] | None = None, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     """Evaluate the raw and EMA generators of a finished (or running) run; appends to ``results.jsonl``."""
-    run = load_run(run_dir, checkpoint, overrides)
-    evaluator = Evaluator(run.dataset, run.config.eval, run.device)
+    run = load_run(run_dir, checkpoint, overrides, evaluation=True)
+    log(f"evaluating the raw and EMA generators of {run.describe()}")
+    evaluator = Evaluator(run.dataset, run.config.eval, run.device, progress=True)
     records = []
     for name, generator in (("raw", run.generator), ("ema", run.generator_ema)):
-        metrics = evaluator.evaluate(evaluation_sampler(generator, run.config, run.device))
-        records.append({"step": run.step, "generator": name, "checkpoint": checkpoint, **metrics})
+        metrics = evaluator.evaluate(evaluation_sampler(generator, run.config, run.device), label=f"evaluating {name}")
+        records.append({"step": run.step, "generator": name, "checkpoint": run.checkpoint, **metrics})
         run.files.append_result(records[-1])
     run.files.close()
     return records
