@@ -1,4 +1,4 @@
-"""The one exception type for user mistakes: the CLI prints it as one line, no traceback."""
+"""The exception type for user mistakes (and for runs stopped by a signal): the CLI prints it as one line, no traceback."""
 
 
 class GnPluginError(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from PIL import Image
 import gn_plugin
 from gn_plugin import GnPluginError
 from gn_plugin.cli import main
-from gn_plugin.config import load_config
+from gn_plugin.config import RESUMABLE_KEYS, load_config
 from gn_plugin.data.base import TensorImageDataset
 from gn_plugin.evaluation import reference
 from gn_plugin.experiments import bench, invocations, report
@@ -653,7 +654,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         return str(path)
 
     bomb = "  " + ALIAS_BOMB.replace("\n", "\n  ")
-    deep = "data:\n  options:\n    x: " + "[" * 40 + "]" * 40 + "\n"
+    deep = "data:\n  options:\n    x: " + "[" * 3000 + "]" * 3000 + "\n"  # past Python's recursion limit
     cases = {
         "duplicate-key": (file("dup.yaml", f"base: {config}\ntrain:\n  steps: 3\ntrain:\n  seed: 1\n"), "key 'train' is given twice"),
         "duplicate-key-in-base": (file("child.yaml", "base: dupbase.yaml\n"), "key 'steps' is given twice"),
@@ -710,3 +711,10 @@ def test_bad_targets_and_counts_are_one_line(finished_run, tmp_path, capsys):
     assert f"run directory {regular_file} is a file, not a directory" in error_line(capsys.readouterr().err)
     assert main(["sample", str(run), "--count", "0", "--out", str(tmp_path / "grid.png")]) == 2
     assert "--count must be at least 1, got 0" in error_line(capsys.readouterr().err)
+
+
+def test_the_keys_that_may_change_on_resume_are_the_documented_ones():
+    page = (REPO / "docs" / "runs.md").read_text()
+    table = page[page.index("| key | why it may change |"):page.index("None of them changes")]
+    documented = {key.strip("`") for key in re.findall(r"`([\w.*]+)`", table) if "." in key and key[0].islower()}
+    assert documented == {k if "." in k else f"{k}.*" for k in RESUMABLE_KEYS}

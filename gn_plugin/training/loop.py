@@ -55,7 +55,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
     """
     group = distributed.init_from_environment(config.train.device)
     files = RunFiles(Path(run_dir), writer=group.is_main)
-    created = not files.root.exists()
+    created = group.is_main and not files.root.exists()
     stale_owner = files.lock() if group.is_main else None
     try:
         # several processes would have to agree on the step to stop at: there a signal stops at once

@@ -129,9 +129,9 @@ class RunFiles:
             raise GnPluginError(f"run directory {self.root} is a file, not a directory")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GnPluginError(f"cannot create run directory {self.root}: {exc.strerror}") from None
-        return self._lock.acquire()
+            return self._lock.acquire()
+        except OSError as exc:  # a read-only or full disk, no permission
+            raise GnPluginError(f"cannot write to run directory {self.root}: {exc.strerror or exc}") from None
 
     def unlock(self) -> None:
         self._lock.release()
@@ -142,7 +142,8 @@ class RunFiles:
 
     def remove_temporary_files(self) -> list[Path]:
         """Delete the temporary files of atomic writes a killed process left behind (run under the lock)."""
-        leftovers = [p for folder in (self.root, self.checkpoints) for p in folder.glob(".*.tmp") if p.is_file()]
+        folders = (self.root, self.checkpoints, self.samples)
+        leftovers = [p for folder in folders for p in folder.glob(".*.tmp") if p.is_file()]
         for path in leftovers:
             path.unlink()
         return leftovers
