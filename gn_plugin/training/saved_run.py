@@ -65,13 +65,18 @@ def sample_run(run_dir: Path, checkpoint: str = "latest", out: str | None = None
 
 
 def evaluate_run(run_dir: Path, checkpoint: str = "best", overrides: list[str] | None = None) -> list[dict[str, Any]]:
-    """Evaluate the raw and EMA generators of a finished (or running) run; appends to ``results.jsonl``."""
+    """Evaluate the raw and EMA generators of a finished (or running) run; appends to ``results.jsonl``.
+
+    Each record names the ``eval.mode`` and ``eval.generator_mode`` it was computed with, since
+    ``overrides`` may differ from the ones the run was trained with.
+    """
     run = load_run(run_dir, checkpoint, overrides)
     evaluator = Evaluator(run.dataset, run.config.eval, run.device)
     records = []
     for name, generator in (("raw", run.generator), ("ema", run.generator_ema)):
         metrics = evaluator.evaluate(evaluation_sampler(generator, run.config, run.device))
-        records.append({"step": run.step, "generator": name, "checkpoint": checkpoint, **metrics})
+        settings = {"eval_mode": run.config.eval.mode, "generator_mode": run.config.eval.generator_mode}
+        records.append({"step": run.step, "generator": name, "checkpoint": checkpoint, **settings, **metrics})
         run.files.append_result(records[-1])
     run.files.close()
     return records
