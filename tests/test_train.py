@@ -193,9 +193,10 @@ def test_sample_and_eval_commands_use_the_saved_run(tmp_path, capsys):
     grid = tmp_path / "grid.png"
     assert main(["sample", str(run), "--out", str(grid), "--count", "16"]) == 0
     assert grid.stat().st_size > 0
-    assert main(["eval", str(run), "--checkpoint", "latest", "--set", "eval.num_samples=100"]) == 0
+    assert main(["eval", str(run), "--checkpoint", "latest", "--set", "eval.num_samples=100", "eval.generator_mode=eval"]) == 0
     records = RunFiles(run).read_results()
     assert [r["generator"] for r in records[-2:]] == ["raw", "ema"] and records[-1]["checkpoint"] == "latest"
+    assert (records[-1]["eval_mode"], records[-1]["generator_mode"]) == ("clean", "eval")
 
 
 def free_port() -> int:

@@ -90,14 +90,19 @@ def sample_run(
 def evaluate_run(
     run_dir: Path, checkpoint: str = "best", overrides: list[str] | None = None, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
-    """Evaluate the raw and EMA generators of a finished (or running) run; appends to ``results.jsonl``."""
+    """Evaluate the raw and EMA generators of a finished (or running) run; appends to ``results.jsonl``.
+
+    Each record names the ``eval.mode`` and ``eval.generator_mode`` it was computed with, since
+    ``overrides`` may differ from the ones the run was trained with.
+    """
     run = load_run(run_dir, checkpoint, overrides, evaluation=True)
     log(f"evaluating the raw and EMA generators of {run.describe()}")
     evaluator = Evaluator(run.dataset, run.config.eval, run.device, progress=True)
     records = []
     for name, generator in (("raw", run.generator), ("ema", run.generator_ema)):
         metrics = evaluator.evaluate(evaluation_sampler(generator, run.config, run.device), label=f"evaluating {name}")
-        records.append({"step": run.step, "generator": name, "checkpoint": run.checkpoint, **metrics})
+        settings = {"eval_mode": run.config.eval.mode, "generator_mode": run.config.eval.generator_mode}
+        records.append({"step": run.step, "generator": name, "checkpoint": run.checkpoint, **settings, **metrics})
         run.files.append_result(records[-1])
     run.files.close()
     return records
