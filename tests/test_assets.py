@@ -224,3 +224,16 @@ def test_clean_fid_statistics_are_read_from_the_cache(tiny_online, tmp_path, cac
     features = np.load(cache / "tiny_clean_train_8_kid.npz")["feats"]
     np.testing.assert_array_equal(reference.features, features)
     np.testing.assert_allclose(reference.mu, features.mean(axis=0))
+
+
+def test_a_model_that_reads_values_while_it_initialises_still_gets_its_files_listed():
+    def reads_values(*, z_dim=128, num_classes=0, width=1.0, channels=3):
+        scale = torch.ones(1).item()  # impossible on the meta device
+        return registry("model").get("mlp")(z_dim=z_dim, num_classes=num_classes, width=width * scale, channels=channels)
+
+    register("model", "reads-values")(reads_values)
+    try:
+        config = load_config(RECIPES / "digits" / "gn.yaml", ["model.name=reads-values"])
+        assert [asset.what for asset in required_assets(config)] == ["digits classifier weights (shipped with gn_plugin)"]
+    finally:
+        registry("model").unregister("reads-values")

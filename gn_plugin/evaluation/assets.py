@@ -294,17 +294,20 @@ def fetch(assets: Iterable[Asset], *, log: Callable[[str], None] = print, progre
     for asset in assets:
         if asset.url and locate(asset).state in ("missing", "invalid"):
             wanted.setdefault(asset.url, []).append(asset)
-    failures = []
+    failures, located = [], []
     for url, provided in wanted.items():
         log(f"fetching {url}")
         try:
             fetch_download(url, provided, progress=progress)
         except Exception as exc:  # urllib, ssl, http.client, OS and archive errors alike mean "not fetched"
             failures.append(f"{url}: {one_line(exc)}")
-    located = [locate(asset) for provided in wanted.values() for asset in provided]
-    failures += [f"{item.asset.what}: {item.problem or 'still missing'}" for item in located if item.state != "present"]
+            continue
+        for item in map(locate, provided):  # downloaded, but did it provide what it should?
+            located.append(item)
+            if item.state != "present":
+                failures.append(f"{url} did not provide {item.target} ({item.problem or 'not in the download'})")
     if failures:
-        raise GnPluginError(f"could not fetch {len(failures)} file(s): " + "; ".join(failures))
+        raise GnPluginError(f"could not fetch {len(failures)} of {len(wanted)} download(s): " + "; ".join(failures))
     return located
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gn_plugin.config import RECIPES, load_config
+from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.assets import Asset, Located, fetch, locate
 from gn_plugin.experiments.smoke import shipped_recipes
 from gn_plugin.training.build import required_assets
@@ -86,8 +87,12 @@ def run_assets(
 ) -> int:
     """List (and with ``download``, fetch) what the configs read; returns 0 when all is in place, else 1."""
     collected = collect(paths, overrides or [])
+    failed = None
     if download:
-        fetch([asset for asset, _ in collected.values()], log=log)
+        try:
+            fetch([asset for asset, _ in collected.values()], log=log)
+        except GnPluginError as exc:  # report what is in place and what is not, then the error
+            failed = exc
     entries = [(locate(asset), labels) for asset, labels in collected.values()]
     for line in report(entries):
         log(line)
@@ -97,6 +102,8 @@ def run_assets(
         f"{len(paths)} config(s): {states.count('present')} file(s) in place, {absent} missing or invalid, "
         f"{states.count('computed')} computed at the first evaluation"
     )
+    if failed is not None:
+        raise failed
     if absent and not download:
         log("fetch them with --fetch (online), or place them by hand as shown")
     return 1 if absent else 0

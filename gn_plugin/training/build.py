@@ -78,9 +78,14 @@ def model_resolution(config: Config) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _generator_resolution(name: str, z_dim: int, width: float, options: str) -> int:
-    with torch.device("meta"):
-        pair = create("model", name, z_dim=z_dim, num_classes=0, width=width, channels=3, **json.loads(options))
-    return pair.generator.resolution
+    def build() -> GANPair:
+        return create("model", name, z_dim=z_dim, num_classes=0, width=width, channels=3, **json.loads(options))
+
+    try:
+        with torch.device("meta"):
+            return build().generator.resolution
+    except (NotImplementedError, RuntimeError):  # a plugin's model that reads values while it initialises
+        return build().generator.resolution
 
 
 def dataset_needs(config: Config, resolution: int, split: str = "train") -> DatasetFiles:
