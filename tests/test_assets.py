@@ -22,7 +22,6 @@ from gn_plugin.evaluation import assets
 from gn_plugin.experiments.smoke import write_stand_in_inception
 from gn_plugin.registry import register, registry
 from gn_plugin.training.build import required_assets
-from gn_plugin.training.loop import train
 
 CIFAR_GN = RECIPES / "cifar10" / "cnn" / "gn.yaml"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,11 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def unpacked_wheel(tmp_path_factory) -> Path:
-    """The project's wheel, built from the checkout and unpacked into a folder of its own."""
+    """The project's wheel, built from a copy of the checkout and unpacked into a folder of its own.
+
+    Building from a copy leaves no ``gn_plugin.egg-info`` in the checkout, whose entry points would
+    shadow the installed ones for any process started there.
+    """
+    source = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "gn_plugin", source / "gn_plugin", ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--wheel-dir", str(dist), str(ROOT)],
+         "--wheel-dir", str(dist), str(source)],
         check=True, capture_output=True,
     )
     (wheel,) = dist.glob("gn_plugin-*.whl")
