@@ -84,8 +84,10 @@ def _generator_resolution(name: str, z_dim: int, width: float, options: str) -> 
     try:
         with torch.device("meta"):
             return build().generator.resolution
-    except (NotImplementedError, RuntimeError):  # a plugin's model that reads values while it initialises
-        return build().generator.resolution
+    except GnPluginError as exc:  # the registry names the factory's own failure and keeps it as the cause
+        if not isinstance(exc.__cause__, (NotImplementedError, RuntimeError)):
+            raise
+        return build().generator.resolution  # a plugin's model that reads values while it initialises
 
 
 def dataset_needs(config: Config, resolution: int, split: str = "train") -> DatasetFiles:
