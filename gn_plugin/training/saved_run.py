@@ -77,13 +77,13 @@ def sample_run(
 ) -> Path:
     """Write a grid of ``count`` samples of a run's (EMA) generator; returns the PNG path."""
     run = load_run(run_dir, checkpoint)
-    kind = "ema" if use_ema else "raw"
-    log(f"sampling the {kind.upper()} generator of {run.describe()}")
+    kind, label = ("ema", "EMA") if use_ema else ("raw", "raw")
+    log(f"sampling the {label} generator of {run.describe()}")
     generator = run.generator_ema if use_ema else run.generator
     images = latent_sampler(generator, run.device, seed=run.config.train.seed + 1, mode=run.config.eval.generator_mode)(count)
     path = Path(out) if out else run.files.samples / f"{run.checkpoint}_{kind}_step{run.step}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(labelled_grid(image_grid(images, rows=int(count**0.5)), f"{kind.upper()}, step {run.step}"), path)
+    save_image(labelled_grid(image_grid(images, rows=int(count**0.5)), f"{label}, step {run.step}"), path)
     return path
 
 
