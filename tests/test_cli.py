@@ -35,13 +35,13 @@ def test_list_detail_shows_whole_first_sentences_without_markup_and_the_options(
     datasets = detail_lines(capsys, "dataset")
     # a first sentence that spans two docstring lines is printed whole, literals without backticks
     assert datasets["folder"][0] == (
-        "Dataset folder: images under root (recursive), RGB, center-cropped and resized to resolution, labels 0."
+        "Dataset folder: images under root (recursive), RGB, resized to resolution (resize: squash or center_crop), labels 0."
     )
     assert "download" not in " ".join(datasets["fake"]) and "options: channels=3, size=256" in datasets["fake"][1]
     models = detail_lines(capsys, "model")
     assert "depth=3" in models["mlp"][1] and "z_dim" not in models["mlp"][1]  # z_dim is model.z_dim, not an option
     norms = detail_lines(capsys, "norm")
-    assert norms["gn-cr"][1] == "options: consistency_weight=5.0, max_translation=0.2"
+    assert norms["gn-cr"][1] == "options: consistency_weight=5.0, max_translation=0.2, zeta='abs'"
     assert norms["gn"] == ["Norm gn: wrap discriminator with gradient normalization."]
     assert not any("``" in line for lines in (datasets, models, norms) for block in lines.values() for line in block)
 

@@ -528,7 +528,7 @@ def test_a_corrupt_reference_cache_is_computed_again(tmp_path):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"PK\x03\x04 not really a zip file")  # a write cut short
     with pytest.warns(UserWarning, match=r"unreadable reference statistics \(.*\); computing them again"):
-        computed = reference.dataset_reference(data, FlatExtractor(), batch_size=4, cache_dir=str(tmp_path))
+        computed = reference.dataset_reference(data, FlatExtractor(), batch_size=4, cache=str(tmp_path))
     np.testing.assert_allclose(computed.mu, data.images.flatten(1).mean(0).numpy(), rtol=1e-6)
     np.testing.assert_array_equal(reference.load_reference(path).sigma, computed.sigma)  # and cached again
 
@@ -609,7 +609,7 @@ def test_the_bench_recovers_from_or_names_every_damaged_file_it_reads(tmp_path):
     RunFiles(cell.run_dir).append_result({"step": 4, "generator": "ema", "fid": 1.0})
     cell.files.summary.write_text('{"steps": 4, "wall_')
     with pytest.raises(GnPluginError, match=rf"^{cell.files.summary}: unreadable"):
-        report.run_row(cell, ["fid"])
+        report.run_rows(cell, ["fid"], None)
 
 
 # -- plugins -----------------------------------------------------------------------------------------
