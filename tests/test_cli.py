@@ -42,7 +42,9 @@ def test_list_detail_shows_whole_first_sentences_without_markup_and_the_options(
     assert "depth=3" in models["mlp"][1] and "z_dim" not in models["mlp"][1]  # z_dim is model.z_dim, not an option
     norms = detail_lines(capsys, "norm")
     assert norms["gn-cr"][1] == "options: consistency_weight=5.0, max_translation=0.2, zeta='abs'"
-    assert norms["gn"] == ["Norm gn: wrap discriminator with gradient normalization."]
+    assert norms["gn"] == [
+        "Norm gn: wrap discriminator with gradient normalization (zeta: abs, one or zero).", "options: zeta='abs'"
+    ]
     assert not any("``" in line for lines in (datasets, models, norms) for block in lines.values() for line in block)
 
 
