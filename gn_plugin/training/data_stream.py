@@ -193,6 +193,7 @@ class BatchStream:
             try:
                 images, labels = next(self._loader)
             except GnPluginError as exc:
+                self.close()  # its workers ignore SIGTERM, so they must be stopped here, not left to exit
                 raise worker_error(exc) from None
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
@@ -201,3 +202,11 @@ class BatchStream:
 
     def __iter__(self) -> "BatchStream":
         return self
+
+    def close(self) -> None:
+        """Stop the DataLoader's worker processes, if any (the next batch starts new ones)."""
+        if self._loader is not None:
+            shutdown = getattr(self._loader, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self._loader = None
