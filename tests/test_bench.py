@@ -231,6 +231,26 @@ def test_comparisons_are_holm_adjusted_within_each_metric_generator_and_stage():
     assert bc["verdict"] == "inconclusive" and bc["seeds_needed"] > 4
 
 
+def test_cells_that_differ_only_in_their_models_share_one_floor_and_a_long_summary_stays_short(tmp_path):
+    grid = {"model.options.activation": ["leaky_relu", "elu", "softplus"]}
+    path = write_spec(tmp_path, methods={"a": {"norm": "none"}, "b": {"norm": "gn"}}, grid=grid, seeds=[0, 1])
+    cells = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
+    keys = {bench_spec.floor_key(c.config) for c in cells}
+    assert len(cells) == 12 and len(keys) == 1  # the floor scores real images: the D activation cannot matter
+    other = write_spec(tmp_path, set={**TINY, "data.resolution": 16})
+    (bigger,) = bench_spec.expand(bench_spec.load_spec(other), other, tmp_path / "other")
+    assert bench_spec.floor_key(bigger.config) not in keys  # another image size is another floor
+
+    for cell in cells:  # six groups with the same two FIDs: 15 pairs, none decided
+        fabricate_run(cell, {2: 3.0 + 0.5 * cell.config.train.seed}, [10.0])
+    floor = {"label": "64 training images", "draws": [{"fid": 0.1 + 0.01 * i} for i in range(5)]}
+    built = report.build_report(bench_spec.load_spec(path), cells, {keys.pop(): floor})
+    notes = report.closing_notes(built).splitlines()
+    assert sum(line.startswith("- Floor (64 training images)") for line in notes) == 1
+    best = next(line for line in notes if line.startswith("- **FID of the EMA generator, best**"))
+    assert "0 of 15 pairs decided" in best and "Inconclusive: the other 15 pairs" in best and " vs " not in best
+
+
 def test_a_run_shorter_than_a_few_ema_horizons_is_flagged(tmp_path):
     def cells(steps: int) -> list[bench_spec.Cell]:
         path = write_spec(tmp_path, set={**TINY, "train.steps": steps, "train.ema.decay": 0.999, "train.ema.start": 0})

@@ -43,6 +43,7 @@ SUMMARY_COLUMNS = ["method", "generator", "stage", "metric", "n", "mean", "media
 ALPHA = 0.05  # two-sided; family-wise over the pairs of one metric, generator and stage (Holm)
 POWER = 0.8
 EMA_HORIZONS = 3  # runs shorter than this many EMA horizons get a warning
+LISTED_UNDECIDED = 10  # a summary line names at most this many inconclusive pairs (the tables name all)
 
 
 # -- rows: one per run and generator ----------------------------------------------------------------
@@ -382,7 +383,10 @@ def closing_notes(report: BenchReport) -> str:
             what += f" (T = {report.time_limit_s:.0f} s)"
         text = "; ".join(decided_text(c) for c in decided)
         undecided = [c for c in family if c["verdict"] == "inconclusive"]
-        rest = "; ".join(f"{pair(c)} ({needed_text(c)})" for c in undecided)
+        if len(undecided) <= LISTED_UNDECIDED:
+            rest = "; ".join(f"{pair(c)} ({needed_text(c)})" for c in undecided)
+        else:
+            rest = f"the other {len(undecided)} pairs (the tables below give the seeds each would need)"
         lines.append(
             f"- **{what}**: {len(decided)} of {len(family)} pairs decided"
             + (f": {text}." if decided else ".")

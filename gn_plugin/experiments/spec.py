@@ -46,6 +46,7 @@ from gn_plugin.config import (
 )
 from gn_plugin.errors import GnPluginError
 from gn_plugin.metrics.base import get_metric
+from gn_plugin.training.build import model_resolution
 from gn_plugin.training.run_dir import RunFiles
 
 #: Config keys a method fragment replaces wholesale instead of merging key by key.
@@ -292,8 +293,10 @@ def distinct(cells: list[Cell], spec_path: Path) -> list[Cell]:
 
 
 def floor_key(config: Config) -> str:
-    """Cells with the same data, model and evaluation share one floor."""
-    relevant = {k: v for k, v in config.to_dict().items() if k in ("data", "model", "eval")}
+    """Cells with the same data, evaluation and image size share one floor (the floor scores real images
+    only, so the models matter only through the resolution they set)."""
+    relevant = {k: v for k, v in config.to_dict().items() if k in ("data", "eval")}
+    relevant["resolution"] = config.data.resolution or model_resolution(config)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 
