@@ -251,6 +251,29 @@ def test_cells_that_differ_only_in_their_models_share_one_floor_and_a_long_summa
     assert "0 of 15 pairs decided" in best and "Inconclusive: the other 15 pairs" in best and " vs " not in best
 
 
+def test_one_factor_compares_only_cells_that_differ_in_one_factor_and_holm_adjusts_over_those(tmp_path):
+    grid = {"model.options.activation": ["leaky_relu", "elu", "softplus"]}
+    methods = {"a": {"norm": "none"}, "b": {"norm": "gn"}}
+    path = write_spec(tmp_path, methods=methods, grid=grid, seeds=[0, 1, 2], compare="one_factor")
+    spec = bench_spec.load_spec(path)
+    cells = bench_spec.expand(spec, path, tmp_path / "out")
+    pairs = report.compared_pairs(cells, spec.compare)
+    # 2 methods x 3 activations: 3 pairs of activations per method and one pair of methods per activation.
+    assert len(pairs) == 2 * 3 + 3 < 15 and report.compared_pairs(cells, "all") is None
+    for a, b in pairs:
+        fa, fb = (dict(next(c for c in cells if c.group == g).factors) for g in (a, b))
+        assert sum(fa[k] != fb[k] for k in fa) == 1
+    rng = np.random.default_rng(1)
+    for i, cell in enumerate(cells):
+        fabricate_run(cell, {2: 1.0 + 0.3 * (i % 6) + float(rng.normal(0, 0.05))}, [10.0])
+    built = report.build_report(spec, cells, {})
+    family = [c for c in built.comparisons if (c["metric"], c["generator"], c["stage"]) == ("fid", "ema", "best")]
+    assert [(c["method_a"], c["method_b"]) for c in family] == pairs
+    assert [c["p_holm"] for c in family] == pytest.approx(holm([c["p_value"] for c in family]))
+    with pytest.raises(GnPluginError, match="compare"):
+        bench_spec.load_spec(write_spec(tmp_path, compare="within"))
+
+
 def test_a_run_shorter_than_a_few_ema_horizons_is_flagged(tmp_path):
     def cells(steps: int) -> list[bench_spec.Cell]:
         path = write_spec(tmp_path, set={**TINY, "train.steps": steps, "train.ema.decay": 0.999, "train.ema.start": 0})

@@ -16,6 +16,7 @@ three stages:
 from __future__ import annotations
 
 import csv
+import itertools
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -43,6 +44,7 @@ SUMMARY_COLUMNS = ["method", "generator", "stage", "metric", "n", "mean", "media
 ALPHA = 0.05  # two-sided; family-wise over the pairs of one metric, generator and stage (Holm)
 POWER = 0.8
 EMA_HORIZONS = 3  # runs shorter than this many EMA horizons get a warning
+ONE_FACTOR_NOTE = " (`compare: one_factor`: only pairs that differ in the method or in one grid key are compared)"
 LISTED_UNDECIDED = 10  # a summary line names at most this many inconclusive pairs (the tables name all)
 
 
@@ -142,22 +144,40 @@ def summaries(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[s
     return result
 
 
-def comparisons(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+def compared_pairs(cells: Sequence[Cell], compare: str) -> list[tuple[str, str]] | None:
+    """The pairs of method groups the tests compare: None for all of them; for ``one_factor`` the pairs
+    whose cells differ in exactly one factor (the method or one grid key)."""
+    if compare == "all":
+        return None
+    factors = {c.group: dict(c.factors) for c in cells}
+    return [
+        (a, b)
+        for a, b in itertools.combinations(factors, 2)
+        if sum(factors[a][key] != factors[b][key] for key in factors[a]) == 1
+    ]
+
+
+def comparisons(
+    rows: list[dict[str, Any]], metrics: Sequence[str], pairs: Sequence[tuple[str, str]] | None = None
+) -> list[dict[str, Any]]:
     """``comparisons.csv`` rows (:data:`CSV_COMPARISON_COLUMNS`) plus ``seeds_needed`` for the page.
 
-    Each metric, generator and stage is one family: every pair of methods with values, Holm-adjusted
-    over the family. ``seeds_needed`` is the noncentral-t sample size per method at which the observed
-    difference and pooled spread would reach ``POWER`` at alpha / (pairs in the family), the level of
-    Holm's strictest step.
+    Each metric, generator and stage is one family: every pair of methods with values (or those of
+    ``pairs``), Holm-adjusted over the family. ``seeds_needed`` is the noncentral-t sample size per
+    method at which the observed difference and pooled spread would reach ``POWER`` at
+    alpha / (pairs in the family), the level of Holm's strictest step.
     """
     result = []
     for metric in metrics:
         for generator in dict.fromkeys(r["generator"] for r in rows):
             for stage in STAGES:
                 groups = {m: v for m, v in values_by_method(rows, generator, f"{stage}_{metric}").items() if v}
-                if len(groups) < 2:
+                present = None if pairs is None else [(a, b) for a, b in pairs if a in groups and b in groups]
+                if len(groups) < 2 or present == []:
                     continue
-                family = compare_all(groups, lower_is_better=not higher_is_better(metric), alpha=ALPHA)
+                family = compare_all(
+                    groups, lower_is_better=not higher_is_better(metric), alpha=ALPHA, pairs=present
+                )
                 for c in family:
                     needed = seeds_needed(groups[c.method_a], groups[c.method_b], alpha=ALPHA / len(family), power=POWER)
                     result.append({"metric": metric, "generator": generator, "stage": stage, **c.as_row(), "seeds_needed": needed})
@@ -188,7 +208,8 @@ def build_report(spec: BenchSpec, cells: list[Cell], floors: dict[str, dict[str,
     limit = time_limit(cells)
     rows = [row for cell in cells for row in run_rows(cell, spec.metrics, limit)]
     used = [floors[k] for k in dict.fromkeys(floor_key(c.config) for c in cells if c.finished) if k in floors]
-    return BenchReport(spec, cells, rows, summaries(rows, spec.metrics), comparisons(rows, spec.metrics), used, limit)
+    found = comparisons(rows, spec.metrics, compared_pairs(cells, spec.compare))
+    return BenchReport(spec, cells, rows, summaries(rows, spec.metrics), found, used, limit)
 
 
 # -- text ------------------------------------------------------------------------------------------
@@ -441,7 +462,7 @@ def table_notes(report: BenchReport, jobs: int | None) -> str:
         ),
         (
             f"- Comparisons: A − B is the difference of the means with a 95 % bootstrap CI; Welch's t-test p; Holm-adjusted "
-            f"over the pairs of one metric, generator and stage; P(A better) = Mann–Whitney U / (n_A · n_B), ties half. "
+            f"over the pairs of one metric, generator and stage{ONE_FACTOR_NOTE if report.spec.compare == 'one_factor' else ''}; P(A better) = Mann–Whitney U / (n_A · n_B), ties half. "
             f"Verdict: *A better* / *B better* when the Holm p < {ALPHA}, else *inconclusive*, with ≈ the seeds per method "
             f"at which the observed difference and pooled spread would be detected with {POWER:.0%} power at "
             f"α / (pairs in the family) (two-sample t-test, noncentral t)."

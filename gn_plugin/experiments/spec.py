@@ -87,6 +87,11 @@ class BenchSpec(Strict):
     metrics: list[str] = Field(
         default_factory=lambda: ["fid", "kid", "is"], description="metrics shown in the table (best and final)"
     )
+    compare: Literal["all", "one_factor"] = Field(
+        "all",
+        description="which pairs of methods the tests compare: all, or one_factor (only pairs that differ in one "
+        "factor, the method or one grid key: the questions an ablation asks); Holm adjusts over the pairs compared",
+    )
 
     @field_validator("methods")
     @classmethod
@@ -181,6 +186,11 @@ class Cell:
         if self.method and settings:
             return f"{self.method} ({settings})"
         return self.method or settings or "base"
+
+    @property
+    def factors(self) -> tuple[tuple[str, Any], ...]:
+        """The method and each grid value: what sets this cell's group apart from the others."""
+        return (("method", self.method), *self.variant)
 
     @property
     def id(self) -> str:

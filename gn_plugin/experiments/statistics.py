@@ -312,16 +312,19 @@ def compare_all(
     alpha: float = 0.05,
     seed: int = 0,
     resamples: int = 10_000,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> list[Comparison]:
-    """Every unordered pair of methods (in the dict's order), Holm-adjusted, with a verdict.
+    """Every unordered pair of methods (in the dict's order), or only ``pairs``, Holm-adjusted over the
+    pairs compared, with a verdict.
 
     The verdict is ``"<name> better"`` when the Holm-adjusted p-value is below ``alpha``, else
     ``"inconclusive"``.
     """
+    compared = itertools.combinations(groups, 2) if pairs is None else pairs
     comparisons = [
         compare(
-            values_a,
-            values_b,
+            groups[name_a],
+            groups[name_b],
             lower_is_better=lower_is_better,
             method_a=name_a,
             method_b=name_b,
@@ -329,7 +332,7 @@ def compare_all(
             seed=seed,
             resamples=resamples,
         )
-        for (name_a, values_a), (name_b, values_b) in itertools.combinations(groups.items(), 2)
+        for name_a, name_b in compared
     ]
     adjusted = holm([c.p_value for c in comparisons])
     with_p = [replace(c, p_holm=p) for c, p in zip(comparisons, adjusted)]
