@@ -375,7 +375,10 @@ class CleanFidBacked(ImageDataset):
     cleanfid_reference = ("cifar10", 32, "train")
 
 
-def test_cleanfid_reference_statistics_are_used_when_the_dataset_names_them(stand_in_path, tmp_path, monkeypatch):
+@pytest.fixture
+def requested_statistics(monkeypatch) -> tuple[list[tuple], np.ndarray]:
+    """clean-fid's precomputed reference statistics replaced by statistics of random features: the list
+    that records each request, and those features."""
     calls = []
     features = np.random.default_rng(0).random((50, 8))
 
@@ -384,6 +387,13 @@ def test_cleanfid_reference_statistics_are_used_when_the_dataset_names_them(stan
         return features if metric == "KID" else (features.mean(axis=0), np.cov(features, rowvar=False))
 
     monkeypatch.setattr(reference_module, "get_reference_statistics", precomputed)
+    return calls, features
+
+
+def test_cleanfid_reference_statistics_are_used_when_the_dataset_names_them(
+    stand_in_path, tmp_path, monkeypatch, requested_statistics
+):
+    calls, features = requested_statistics
     fid_only = Evaluator(CleanFidBacked(), inception_options(stand_in_path, tmp_path, metrics=["fid"]))
     assert calls == [("cifar10", 32, "clean", "train", "FID")] and fid_only.reference.features is None
     with_kid = Evaluator(CleanFidBacked(), inception_options(stand_in_path, tmp_path, metrics=["fid", "kid"]))
@@ -471,15 +481,10 @@ def test_the_mode_is_part_of_the_reference_cache_key(stand_in_path, stand_in_pyt
 
 
 @pytest.mark.parametrize("mode", ["legacy_tensorflow", "legacy_pytorch"])
-def test_clean_fids_statistics_of_the_mode_are_requested(mode, stand_in_path, stand_in_pytorch_inception, tmp_path, monkeypatch):
-    calls = []
-    features = np.random.default_rng(0).random((50, 8))
-
-    def precomputed(name, res, mode="clean", split="test", metric="FID", **_):
-        calls.append((name, res, mode, split, metric))
-        return features if metric == "KID" else (features.mean(axis=0), np.cov(features, rowvar=False))
-
-    monkeypatch.setattr(reference_module, "get_reference_statistics", precomputed)
+def test_clean_fids_statistics_of_the_mode_are_requested(
+    mode, stand_in_path, stand_in_pytorch_inception, tmp_path, requested_statistics
+):
+    calls, _ = requested_statistics
     options = inception_options(stand_in_path, tmp_path, metrics=["fid", "kid"], mode=mode,
                                 pytorch_inception_path=str(stand_in_pytorch_inception[0]))
     Evaluator(CleanFidBacked(), options)

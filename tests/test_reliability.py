@@ -42,6 +42,8 @@ from gn_plugin.training.loop import train
 from gn_plugin.training.run_dir import RunFiles, RunLock
 from gn_plugin.training.state import TrainingDiverged
 
+from run_weights import assert_same_weights
+
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "yaml_configs" / "digits"
 GNBENCH = [sys.executable, "-m", "gn_plugin.cli"]
@@ -61,18 +63,6 @@ def write_config(path: Path, method: str = "gn", **sections) -> Path:
         data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = checkpoint.load(RunFiles(run_dir).latest_checkpoint)
-    return {f"{part}.{k}": v for part in ("generator", "generator_ema", "discriminator") for k, v in state[part].items()}
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
 
 
 def snapshot(folder: Path) -> dict[Path, bytes]:

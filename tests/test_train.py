@@ -22,6 +22,8 @@ from gn_plugin.training.loop import train
 from gn_plugin.training.run_dir import RunFiles
 from gn_plugin.training.state import TrainingDiverged
 
+from run_weights import assert_same_weights, weights
+
 DIGITS = Path(__file__).resolve().parents[1] / "yaml_configs" / "digits"
 GNBENCH = [sys.executable, "-m", "gn_plugin.cli"]
 
@@ -38,18 +40,6 @@ def quick(method: str = "gn", *extra: str, steps: int = 20):
 
 def digits():
     return build_dataset(quick("gn"))
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = checkpoint.load(RunFiles(run_dir).latest_checkpoint)
-    return {f"{part}.{k}": v for part in ("generator", "generator_ema", "discriminator") for k, v in state[part].items()}
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
 
 
 def test_gn_on_digits_learns_and_writes_its_run_files(tmp_path):
