@@ -448,6 +448,8 @@ def table_notes(report: BenchReport, jobs: int | None) -> str:
             f"best evaluation whose wall time is at most T"
             + (f" = {report.time_limit_s:.0f} s" if report.time_limit_s is not None else " (no wall times on record)")
             + ", the wall time the fastest method's slowest seed took to its last evaluation: the comparison at equal compute. "
+            "Unlike best and final, it rests on measured wall times, so it moves with the machine and its load: "
+            "a rerun reproduces the other stages exactly but not this one. "
             f"Evaluated every {options.every or 'end of the'} generator steps."
         ),
         (
