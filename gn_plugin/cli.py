@@ -7,18 +7,37 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gn_plugin.config import load_config
-from gn_plugin.errors import GnPluginError
-from gn_plugin.experiments import assets, bench, lipschitz, perf
+from gn_plugin.errors import GnPluginError, Interrupted
 from gn_plugin.registry import KINDS, first_sentence, options, plain_text, registry
-from gn_plugin.training.loop import train
-from gn_plugin.training.saved_run import evaluate_run, sample_run
+
+# torch, matplotlib and clean-fid load in the command that needs them, so `gnbench --help` and
+# `gnbench list` start in a fraction of a second.
+
+#: subcommands an experiment module defines (``add_command``): its module is imported only when the
+#: command is chosen; the listing in ``gnbench --help`` shows the help line kept here
+EXPERIMENT_COMMANDS = {
+    "assets": (
+        "gn_plugin.experiments.assets",
+        "files runs read from disk (data, Inception weights, reference statistics): check or fetch them",
+    ),
+    "bench": (
+        "gn_plugin.experiments.bench",
+        "run methods head to head from a benchmark spec; write results.csv, results.md, plots",
+    ),
+    "lipschitz": (
+        "gn_plugin.experiments.lipschitz",
+        "Theorem 5: empirical Lipschitz constant of SN and GN discriminators against depth",
+    ),
+    "perf": ("gn_plugin.experiments.perf", "time and peak memory of a training iteration per method, as ratios to SN"),
+}
 
 
 def default_run_dir(config_path: Path) -> Path:
@@ -33,6 +52,8 @@ def default_run_dir(config_path: Path) -> Path:
 
 
 def command_train(args: argparse.Namespace) -> None:
+    from gn_plugin.config import load_config
+
     # `train RUN --resume` continues RUN as configured; `train CONFIG [--out RUN] --resume` continues RUN
     # where CONFIG resolves to RUN's config apart from the keys that may change on resume (train checks).
     source = Path(args.config)
@@ -43,11 +64,29 @@ def command_train(args: argparse.Namespace) -> None:
     else:
         run_dir = Path(args.out) if args.out else default_run_dir(source)
         config = load_config(source, args.set)
+    if args.dry_run:
+        dry_run(config, run_dir)
+        return
+    from gn_plugin.training.loop import train
+
     summary = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
     print(json.dumps({"run_dir": str(run_dir), **summary}))
 
 
+def dry_run(config: Any, run_dir: Path) -> None:
+    """Print the resolved config as ``config.yaml`` would hold it; build every component once to check it."""
+    import yaml
+
+    from gn_plugin.training.build import check_components
+
+    check_components(config)  # a bad component option fails here, as it would before the first step
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    print_status(f"dry run: nothing trained; the run would write to {run_dir}")
+
+
 def command_eval(args: argparse.Namespace) -> None:
+    from gn_plugin.training.saved_run import evaluate_run
+
     outside = [item for item in args.set if not item.startswith("eval.")]
     if outside:
         raise GnPluginError(
@@ -58,11 +97,13 @@ def command_eval(args: argparse.Namespace) -> None:
 
 
 def command_sample(args: argparse.Namespace) -> None:
+    from gn_plugin.api import write_samples
+
     if args.count < 1:
         raise GnPluginError(f"--count must be at least 1, got {args.count}")
-    path = sample_run(
-        Path(args.run_dir), checkpoint=args.checkpoint, out=args.out, count=args.count, use_ema=not args.raw,
-        log=print_status,
+    path = write_samples(
+        args.run_dir, checkpoint=args.checkpoint, out=args.out, count=args.count, generator=args.generator,
+        classes=args.classes, interpolate=args.interpolate, seed=args.seed, log=print_status,
     )
     print(path)
 
@@ -73,10 +114,16 @@ def print_status(line: str) -> None:
 
 
 def describe_component(kind: str, name: str) -> list[str]:
-    """The first sentence of a component's docstring and its options with their defaults, as plain text."""
+    """The first sentence of a component's docstring, its options with their defaults and, for a metric,
+    its direction, as plain text."""
     factory = registry(kind).get(name)
     shown = options(kind, factory)
-    return [plain_text(first_sentence(factory))] + ([f"options: {', '.join(shown)}"] if shown else [])
+    lines = [plain_text(first_sentence(factory))] + ([f"options: {', '.join(shown)}"] if shown else [])
+    if kind == "metric":
+        from gn_plugin.metrics.base import describe_metric
+
+        lines.append(describe_metric(name))
+    return lines
 
 
 def command_list(args: argparse.Namespace) -> None:
@@ -112,7 +159,9 @@ CHECKPOINTS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands_to_load: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``gnbench`` parser. ``commands_to_load``: the experiment commands whose modules are imported
+    for their full options (None: all of them); the others are listed with their help line only."""
     parser = argparse.ArgumentParser(prog="gnbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -123,9 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", action="store_true",
         help="continue the run in the given run directory (or in --out, whose config CONFIG must match); "
-        "only train.steps, the log/sample/checkpoint intervals, data.num_workers and eval.* may change",
+        "only train.steps, the log/sample/checkpoint intervals, train.threads, train.loggers, data.num_workers "
+        "and eval.* may change",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--dry-run", action="store_true",
+        help="print the resolved config (as the run's config.yaml would hold it), check that every component "
+        "builds with its options, and exit without training or writing anything",
+    )
     train.set_defaults(handler=command_train)
 
     evaluate = commands.add_parser(
@@ -141,48 +196,96 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=command_eval)
 
     sample = commands.add_parser(
-        "sample", help="write an image grid of a run's generator (latest checkpoint by default)",
-        description="Write a PNG grid of samples of one checkpoint's EMA (or raw) generator and print its path. "
+        "sample", help="write an image grid of a run's generators (latest checkpoint by default)",
+        description="Write a PNG grid of samples of one checkpoint's generators and print its path: raw rows above "
+        "EMA rows, each labelled, as in training's sample grids. Before the EMA has averaged three horizons "
+        "(1 / (1 - train.ema.decay) steps) its samples lag the raw generator's, and the command says so. "
         + "; ".join(CHECKPOINTS.values()) + ".",
     )
     sample.add_argument("run_dir", help="a run directory (config.yaml, checkpoints/)")
     sample.add_argument("--checkpoint", choices=["latest", "best"], default="latest", help="which checkpoint to sample")
-    sample.add_argument("--out", help="PNG path (default: RUN_DIR/samples/<checkpoint>_<ema|raw>_step<N>.png)")
-    sample.add_argument("--count", type=int, default=64, help="images in the grid")
-    sample.add_argument("--raw", action="store_true", help="the raw generator instead of the EMA one")
+    sample.add_argument(
+        "--out", help="PNG path (default: RUN_DIR/samples/<checkpoint>_<generator>_step<N>[_classes|_interpolate].png)"
+    )
+    sample.add_argument("--count", type=int, default=64, help="images in the grid, per generator")
+    sample.add_argument(
+        "--generator", choices=["both", "auto", "raw", "ema"], default="both",
+        help="both: raw rows above EMA rows; auto: the one that is meaningful at the checkpoint's step (raw until "
+        "the EMA has averaged three horizons, then EMA); raw or ema: that one only",
+    )
+    sample.add_argument(
+        "--classes", nargs="*", type=int, metavar="CLASS",
+        help="conditional models: a row per class (all classes when none is named), the same z in each column",
+    )
+    sample.add_argument(
+        "--interpolate", type=int, metavar="STEPS",
+        help="rows of STEPS images, each row walking from one random z to another along the great circle (slerp)",
+    )
+    sample.add_argument("--seed", type=int, help="seed of the z (default: train.seed + 1, the z of training's grids)")
     sample.set_defaults(handler=command_sample)
 
     listing = commands.add_parser("list", help="registered components, their kind and providing distribution")
     listing.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind only")
     listing.add_argument(
-        "--detail", action="store_true", help="load each plugin and show its description and options with defaults"
+        "--detail", action="store_true",
+        help="load each plugin and show its description and options with defaults (for a metric, its direction)",
     )
     listing.set_defaults(handler=command_list)
 
-    assets.add_command(commands)
-    bench.add_command(commands)
-    lipschitz.add_command(commands)
-    perf.add_command(commands)
+    for name, (module, help_line) in EXPERIMENT_COMMANDS.items():
+        if commands_to_load is None or name in commands_to_load:
+            importlib.import_module(module).add_command(commands)
+        else:
+            commands.add_parser(name, help=help_line)
     for command in commands.choices.values():
         command.formatter_class = DefaultsFormatter
     return parser
 
 
+def positionals_after_set(argv: list[str]) -> list[str]:
+    """``argv`` with a positional that follows ``--set``'s KEY=VALUE items moved before ``--set``.
+
+    ``--set`` takes every item up to the next option, so ``train --set train.steps=3 CONFIG`` would
+    read CONFIG as an override; an item without ``=`` is never one, so it is the positional.
+    """
+    result, in_set, set_at = [], False, 0
+    for item in argv:
+        if item == "--set":
+            in_set, set_at = True, len(result)
+        elif item.startswith("-"):
+            in_set = False
+        elif in_set and "=" not in item:
+            result.insert(set_at, item)
+            set_at += 1
+            continue
+        result.append(item)
+    return result
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names (its first item that is not an option)."""
+    return next((item for item in argv if not item.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gnbench`` command."""
-    args = build_parser().parse_args(argv)
+    argv = positionals_after_set(sys.argv[1:] if argv is None else list(argv))
+    args = build_parser(commands_to_load=[chosen_command(argv)]).parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
         try:
             return args.handler(args) or 0
+        except Interrupted as exc:  # a deliberate stop, not a failure: exit 128 + the signal (130 for Ctrl-C)
+            print(f"gnbench: {exc}", file=sys.stderr)
+            return exc.exit_code
         except GnPluginError as exc:
             print(f"gnbench: error: {exc}", file=sys.stderr)
             return getattr(exc, "exit_code", 2)
         except OSError as exc:  # a full or read-only disk, a file that vanished: the environment, not a bug
             print(f"gnbench: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            print("gnbench: interrupted", file=sys.stderr)
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop (loading, building, evaluating)
+            print("gnbench: stopped by Ctrl-C", file=sys.stderr)
             return 130
 
 

@@ -209,6 +209,12 @@ class TrainConfig(Strict):
         description="capture the D step once as a CUDA graph and replay it (CUDA, one process; "
         "the first few D steps run eagerly as warm-up)",
     )
+    threads: Literal["auto"] | Annotated[int, Field(gt=0)] = Field(
+        "auto",
+        description="CPU threads (torch.set_num_threads): a count, or auto: one for a small model (under 1 M "
+        "parameters), for a larger one the cores the load average leaves free, PyTorch's default on a GPU. "
+        "OMP_NUM_THREADS in the environment is respected by auto; the count chosen is printed at start",
+    )
     log_every: int = Field(100, gt=0, description="steps between scalar logs (losses, Lipschitz probes, speed)")
     sample_every: int = Field(1000, gt=0, description="steps between sample grids")
     sample_count: int = Field(64, gt=0, description="images per generator in each sample grid")
@@ -525,10 +531,11 @@ def save_config(config: Config, path: Path) -> None:
 # -- what a resumed run may change -----------------------------------------------------------------
 #: Keys a resumed run may change (a key or a whole section): how long it trains, how often it logs,
 #: samples, evaluates and checkpoints, how it is evaluated, how many processes read the data.
-#: None of them changes what a training step computes.
+#: None of them changes what a training step computes (a thread count at most the order of floating-point
+#: sums inside an operation, to rounding).
 RESUMABLE_KEYS = (
     "train.steps", "train.log_every", "train.sample_every", "train.sample_count", "train.checkpoint_every",
-    "data.num_workers", "eval",
+    "train.threads", "data.num_workers", "eval",
 )
 COMPONENT_KEYS = ("norm", "loss", "regularizers")
 

@@ -185,6 +185,7 @@ class Registry:
         except ValueError:  # some builtins have no signature; let the call itself decide
             signature = None
         if signature is not None:
+            check_option_names(self.kind, name, factory, signature, options)
             try:
                 bound = signature.bind(*args, **options)
             except TypeError as exc:
@@ -225,6 +226,24 @@ class Registry:
     def unregister(self, name: str) -> None:
         """Drop an in-process registration (entry points stay installed)."""
         self._local.pop(name, None)
+
+
+def check_option_names(
+    kind: str, name: str, factory: Callable[..., Any], signature: inspect.Signature, given: dict[str, Any]
+) -> None:
+    """A one-line error for an option the factory does not take, naming the nearest one it takes."""
+    parameters = signature.parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    accepted = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    settable = [option.split("=")[0].split(" ")[0] for option in options(kind, factory)]
+    for option in given:
+        if option not in accepted:
+            close = difflib.get_close_matches(option, settable, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise GnPluginError(
+                f"{kind} '{name}': unknown option '{option}'{hint} (its options: {', '.join(settable) or 'none'})"
+            )
 
 
 _REGISTRIES: dict[str, Registry] = {kind: Registry(kind, group) for kind, group in KINDS.items()}

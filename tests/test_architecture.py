@@ -16,7 +16,7 @@ LAYERS = {
     "evaluation": 2,
     "training": 3,
     "experiments": 4,
-    "cli": 5, "__init__": 5,
+    "cli": 5, "api": 5, "__init__": 5,
 }
 
 

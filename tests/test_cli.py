@@ -56,8 +56,8 @@ def help_of(command: str) -> str:
 
 def test_help_states_defaults_and_the_checkpoint_each_command_reads():
     sample, evaluate = help_of("sample"), help_of("eval")
-    assert "which checkpoint to sample (default: latest)" in sample and "images in the grid (default: 64)" in sample
-    assert "RUN_DIR/samples/<checkpoint>_<ema|raw>_step<N>.png" in sample
+    assert "which checkpoint to sample (default: latest)" in sample and "images in the grid, per generator (default: 64)" in sample
+    assert "RUN_DIR/samples/<checkpoint>_" in sample and "raw rows above EMA rows" in sample
     assert "which checkpoint to score (default: best)" in evaluate
     assert "checkpoints/best.pt" in evaluate and "checkpoints/latest.pt" in evaluate
     assert "(default: False)" not in sample and "(default: [])" not in evaluate  # nothing said where nothing is set
@@ -108,7 +108,7 @@ def test_eval_and_sample_say_which_checkpoint_they_read(short_run, tmp_path, cap
     assert f"{best} (step 4)" in capsys.readouterr().err
     assert main(["sample", str(short_run), "--count", "4"]) == 0
     captured = capsys.readouterr()
-    assert "latest.pt (step 4)" in captured.err and captured.out.strip().endswith("latest_ema_step4.png")
+    assert "latest.pt (step 4)" in captured.err and captured.out.strip().endswith("latest_raw_ema_step4.png")
 
 
 def test_sample_grids_are_enlarged_by_whole_blocks_and_labelled(short_run):

@@ -38,7 +38,7 @@ def latent_sampler(
     Labels of a conditional generator are drawn uniformly at random from the same RNG.
     """
     rng = torch.Generator(device=device).manual_seed(seed)
-    model = copy.deepcopy(generator).train() if mode == "train" else generator
+    model = sampling_model(generator, mode)
     left_over: list[Tensor] = []
 
     def generate(count: int) -> Tensor:
@@ -46,14 +46,7 @@ def latent_sampler(
         labels = (
             torch.randint(generator.num_classes, (count,), device=device, generator=rng) if generator.num_classes else None
         )
-        if mode == "train":
-            return model(z, labels)
-        was_training = model.training
-        model.eval()
-        try:
-            return model(z, labels)
-        finally:
-            model.train(was_training)
+        return forward(model, z, labels, mode)
 
     @torch.no_grad()
     def sample(n: int) -> Tensor:
@@ -66,6 +59,67 @@ def latent_sampler(
         return images[:n]
 
     return sample
+
+
+def sampling_model(generator: nn.Module, mode: GeneratorMode) -> nn.Module:
+    """What runs for sampling: a train-mode copy in ``train`` mode (the original's buffers stay as they are),
+    the generator itself in ``eval`` mode."""
+    return copy.deepcopy(generator).train() if mode == "train" else generator
+
+
+def forward(model: nn.Module, z: Tensor, labels: Tensor | None, mode: GeneratorMode) -> Tensor:
+    """``model(z, labels)``, in eval mode for ``mode="eval"`` (its own mode restored afterwards)."""
+    if mode == "train":
+        return model(z, labels)
+    was_training = model.training
+    model.eval()
+    try:
+        return model(z, labels)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def generate(
+    generator: nn.Module,
+    z: Tensor,
+    labels: Tensor | None = None,
+    *,
+    mode: GeneratorMode = "train",
+    fill_to: int | None = None,
+    fill_seed: int = 0,
+) -> Tensor:
+    """Images of ``generator`` at the given ``z`` [N, z_dim] (and ``labels`` [N] for a conditional one).
+
+    In train mode BatchNorm normalises with the statistics of the batch, so a few related z (an
+    interpolation, one z per class) would normalise each other: with ``fill_to`` the batch is filled up
+    to that many images with random z (and labels) from an RNG seeded by ``fill_seed``, whose images are
+    dropped. The generator's parameters, buffers and mode are left as they were, the global RNG untouched.
+    """
+    extra = max(0, (fill_to or 0) - len(z)) if mode == "train" else 0
+    if extra:
+        rng = torch.Generator(device=z.device).manual_seed(fill_seed)
+        z = torch.cat([z, torch.randn(extra, z.shape[1], device=z.device, generator=rng)])
+        if labels is not None:
+            labels = torch.cat([labels, torch.randint(generator.num_classes, (extra,), device=z.device, generator=rng)])
+    return forward(sampling_model(generator, mode), z, labels, mode)[: len(z) - extra]
+
+
+def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation from ``z0`` to ``z1`` [z_dim] at the fractions ``t`` [T]: [T, z_dim].
+
+    Gaussian z in d dimensions lie near the sphere of radius √d; a straight line between two of them
+    passes through norms near √(d/2) in the middle, where G was never trained. The great circle keeps
+    the norm (linearly interpolated between the two ends) and so stays where the training z were.
+    """
+    t = t.to(z0.dtype).unsqueeze(1)
+    norm0, norm1 = z0.norm(), z1.norm()
+    cos = torch.clamp(torch.dot(z0 / norm0, z1 / norm1), -1.0, 1.0)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-6:  # (nearly) the same direction: the line is the circle
+        return torch.lerp(z0.unsqueeze(0), z1.unsqueeze(0), t)
+    direction = (torch.sin((1 - t) * omega) * z0 / norm0 + torch.sin(t * omega) * z1 / norm1) / torch.sin(omega)
+    return direction * torch.lerp(norm0, norm1, t)
 
 
 def image_grid(images: Tensor, rows: int, *, min_size: int = 64) -> Tensor:
@@ -90,3 +144,9 @@ def labelled_grid(grid: Tensor, label: str, *, font_size: int = 14) -> Tensor:
     text = torch.from_numpy(np.array(strip)).permute(2, 0, 1).float() / 255
     body = nn.functional.pad(grid, (0, width - grid.shape[2]), value=1.0)
     return torch.cat([text, body], dim=1)
+
+
+def stack_grids(grids: list[Tensor]) -> Tensor:
+    """Labelled grids (RGB CHW) one above the other, narrower ones padded white on the right."""
+    width = max(grid.shape[2] for grid in grids)
+    return torch.cat([nn.functional.pad(grid, (0, width - grid.shape[2]), value=1.0) for grid in grids], dim=1)

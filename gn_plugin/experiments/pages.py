@@ -129,7 +129,7 @@ def write_docs_page(
 
 ## Samples
 
-![samples of each method's EMA generator]({page.stem}/samples.png)
+![samples of each method's raw generator above its EMA generator, the same z]({page.stem}/samples.png)
 
 ## Setup
 

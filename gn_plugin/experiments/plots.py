@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after choosing the file-only backend)
 
-from gn_plugin.evaluation.sampling import image_grid, latent_sampler
+from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_sampler, stack_grids
 from gn_plugin.experiments.report import LABELS, BenchReport, evaluations
 from gn_plugin.experiments.spec import Cell
 from gn_plugin.metrics.base import higher_is_better
@@ -93,8 +93,9 @@ def plot_curves(report: BenchReport, path: Path) -> None:
     plt.close(figure)
 
 
-def plot_samples(cells: list[Cell], path: Path, count: int = 64) -> None:
-    """One panel per method: ``count`` samples of the first finished seed's EMA generator at its last checkpoint."""
+def plot_samples(cells: list[Cell], path: Path, count: int = 32) -> None:
+    """One panel per method: ``count`` samples of the raw generator above as many of the EMA generator (the same
+    z), of the first finished seed at its last checkpoint, as training's sample grids show them."""
     shown: dict[str, Cell] = {}
     for cell in cells:
         if cell.finished and cell.group not in shown:
@@ -102,9 +103,13 @@ def plot_samples(cells: list[Cell], path: Path, count: int = 64) -> None:
     panels = []
     for method, cell in shown.items():
         run = load_run(cell.run_dir, "latest")
-        images = latent_sampler(run.generator_ema, run.device, seed=cell.seed + 1, mode=run.config.eval.generator_mode)(count)
-        grid = image_grid(images, rows=int(count**0.5)).permute(1, 2, 0).numpy()  # small images enlarged
-        panels.append((f"{method}\nseed {cell.seed}, step {run.step}, EMA", grid))
+        lags = " (warming up)" if run.ema_note() else ""
+        grids = [
+            labelled_grid(image_grid(latent_sampler(generator, run.device, seed=cell.seed + 1, mode=run.config.eval.generator_mode)(count), rows=8), label)
+            for label, generator in (("raw", run.generator), (f"EMA{lags}", run.generator_ema))
+        ]
+        grid = stack_grids(grids).permute(1, 2, 0).numpy()  # small images enlarged
+        panels.append((f"{method}\nseed {cell.seed}, step {run.step}", grid))
     columns = min(len(shown), 5)
     rows = -(-len(shown) // columns)
     dpi, (height, width) = 110, panels[0][1].shape[:2]
@@ -120,5 +125,3 @@ def plot_samples(cells: list[Cell], path: Path, count: int = 64) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(figure)
-
-

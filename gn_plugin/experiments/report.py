@@ -23,10 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gn_plugin.config import EmaConfig
 from gn_plugin.experiments.invocations import read_invocations
 from gn_plugin.experiments.spec import BenchSpec, Cell, floor_key
 from gn_plugin.experiments.statistics import COMPARISON_COLUMNS, compare_all, seeds_needed, summarize
 from gn_plugin.metrics.base import higher_is_better
+from gn_plugin.training.ema import EMA_HORIZONS, ema_horizon, ema_lags
 
 LABELS = {
     "fid": "FID", "kid": "KID", "is": "IS", "precision": "precision", "recall": "recall",
@@ -43,7 +45,6 @@ CSV_COMPARISON_COLUMNS = ["metric", "generator", "stage", *COMPARISON_COLUMNS]
 SUMMARY_COLUMNS = ["method", "generator", "stage", "metric", "n", "mean", "median", "std", "ci_low", "ci_high", "ci_method"]
 ALPHA = 0.05  # two-sided; family-wise over the pairs of one metric, generator and stage (Holm)
 POWER = 0.8
-EMA_HORIZONS = 3  # runs shorter than this many EMA horizons get a warning
 ONE_FACTOR_NOTE = " (`compare: one_factor`: only pairs that differ in the method or in one grid key are compared)"
 LISTED_UNDECIDED = 10  # a summary line names at most this many inconclusive pairs (the tables name all)
 
@@ -378,9 +379,9 @@ def ema_warnings(cells: Sequence[Cell]) -> list[str]:
     """A warning for each distinct run length shorter than ``EMA_HORIZONS`` EMA horizons (1 / (1 − decay) steps)."""
     warnings = []
     for steps, decay, start in sorted({(c.config.train.steps, c.config.train.ema.decay, c.config.train.ema.start) for c in cells}):
-        horizon = 1.0 / (1.0 - decay)
+        horizon = ema_horizon(decay)
         averaged = max(steps - start, 0)
-        if averaged < EMA_HORIZONS * horizon:
+        if ema_lags(steps, EmaConfig(decay=decay, start=start)):
             warnings.append(
                 f"> **Warning:** runs of {steps} steps average the EMA generator over {averaged} steps, "
                 f"{averaged / horizon:.1f} EMA horizons (1 / (1 − {decay:g}) = {horizon:.0f} steps); below "

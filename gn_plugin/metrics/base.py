@@ -79,6 +79,13 @@ def higher_is_better(name: str) -> bool:
     return bool(getattr(get_metric(name), "higher_is_better", False))
 
 
+def describe_metric(name: str) -> str:
+    """``higher is better`` or ``lower is better``, and whether the reference features are needed."""
+    direction = "higher is better" if higher_is_better(name) else "lower is better"
+    needs = "needs the reference features" if needs_reference_features(name) else "needs the reference statistics only"
+    return f"{direction}; {needs}"
+
+
 def needs_reference_features(name: str) -> bool:
     """Whether metric ``name`` needs the reference features themselves (KID, precision), not only their statistics."""
     return bool(getattr(get_metric(name), "reference_features", False))

@@ -47,12 +47,25 @@ def normalize_gradient(
     back-propagates through ‖∇ₓf‖. Per-sample gradients come from the gradient of the batch sum,
     which is exact because the discriminator must not mix samples (no BatchNorm).
     With ``return_raw=True`` the raw score f is returned as well: ``(f̂, f)``. ``zeta``: see the module.
+
+    Under ``torch.no_grad()`` (scoring images for evaluation) the input gradient GN needs is still
+    taken, and the scores come back detached, as everything computed under ``no_grad``.
+    ``torch.inference_mode()`` forbids any gradient, so there it is a one-line error.
     """
-    if not x.requires_grad:
-        x = x.detach().requires_grad_(True)
-    scores = raw_scores(discriminator, x, y)
-    (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
-    normalized, _, _ = normalize_scores(scores, grad, zeta)
+    if torch.is_inference_mode_enabled():
+        raise GnPluginError(
+            "GradNorm needs the gradient of D with respect to its input, which torch.inference_mode() forbids; "
+            "score under torch.no_grad() instead"
+        )
+    building_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        scores = raw_scores(discriminator, x, y)
+        (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=building_graph)
+        normalized, _, _ = normalize_scores(scores, grad, zeta)
+    if not building_graph:
+        normalized, scores = normalized.detach(), scores.detach()
     return (normalized, scores.to(normalized.dtype)) if return_raw else normalized
 
 

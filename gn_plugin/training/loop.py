@@ -26,15 +26,18 @@ from gn_plugin.config import RESUMABLE_KEYS, Config, changed_keys, load_config, 
 from gn_plugin.errors import GnPluginError, Interrupted, first_line
 from gn_plugin.evaluation.assets import require
 from gn_plugin.evaluation.evaluator import Evaluator, evaluation_sampler
-from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_sampler
+from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_sampler, stack_grids
 from gn_plugin.metrics.base import higher_is_better
+from gn_plugin.models.base import count_parameters
 from gn_plugin.training import distributed
 from gn_plugin.training.build import describe, required_assets, setup
 from gn_plugin.training.checkpoint import restore, save_checkpoint
+from gn_plugin.training.ema import ema_note
 from gn_plugin.training.probes import probe_discriminator
 from gn_plugin.training.run_dir import RunFiles
 from gn_plugin.training.state import Training, check_finite, flag_nonfinite
 from gn_plugin.training.stopping import StopRequest, stop_signals
+from gn_plugin.training.threads import choose_threads
 from gn_plugin.training.steps import (
     DiscriminatorStep,
     float32_precision,
@@ -87,8 +90,13 @@ def run(
         restore(t, files.latest_checkpoint)
         if t.step > config.train.steps:
             raise GnPluginError(f"train.steps={config.train.steps} is below step {t.step}, where {files.root} stands")
+    threads = choose_threads(config.train.threads, t.device, count_parameters(t.generator) + count_parameters(t.discriminator))
     if group.is_main:
         open_files(t, resume=resume, stale_owner=stale_owner)
+        files.log(threads.describe())
+        note = ema_note(config.train.steps, config.train.ema)
+        if note:
+            files.log(f"note: train.steps={config.train.steps} is short for the EMA: {note}")
     try:
         return train_steps(t, progress=progress, stop=stop)
     except RuntimeError as exc:
@@ -284,12 +292,10 @@ def sample_grid(t: Training) -> Tensor:
     """Raw samples above EMA samples of the same fixed z, each grid labelled with its generator and step."""
     seed, count, mode = t.config.train.seed + 1, t.config.train.sample_count, t.config.eval.generator_mode
     rows = int(math.sqrt(count))
-    grids = [
+    return stack_grids([
         labelled_grid(image_grid(latent_sampler(generator, t.device, seed, mode=mode)(count), rows), f"{name}, step {t.step}")
         for name, generator in (("raw", t.generator), ("EMA", t.generator_ema))
-    ]
-    width = max(grid.shape[2] for grid in grids)
-    return torch.cat([torch.nn.functional.pad(grid, (0, width - grid.shape[2]), value=1.0) for grid in grids], dim=1)
+    ])
 
 
 def evaluate(t: Training, evaluator: Evaluator, timing: dict[str, float]) -> list[dict[str, Any]]:

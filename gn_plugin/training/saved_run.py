@@ -1,4 +1,4 @@
-"""Reopening a run directory: its config, generators and files, for ``gnbench eval`` and ``sample``."""
+"""Reopening a run directory: its config, generators and files, for ``gnbench eval``, ``sample`` and the Python API."""
 
 from __future__ import annotations
 
@@ -10,16 +10,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
 from gn_plugin.config import Config, load_config
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.assets import require
 from gn_plugin.evaluation.evaluator import Evaluator, evaluation_sampler
-from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_sampler
 from gn_plugin.training import checkpoint
 from gn_plugin.training.build import build_dataset_and_models, required_assets
+from gn_plugin.training.ema import ema_note, meaningful_generator
 from gn_plugin.training.run_dir import RunFiles
 
 
@@ -40,6 +39,23 @@ class SavedRun:
         """Which checkpoint file the generators come from, and its step."""
         path = self.files.best_checkpoint if self.checkpoint == "best" else self.files.latest_checkpoint
         return f"{path} (step {self.step})"
+
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        """Every evaluation in ``results.jsonl`` (one record per step and generator: its metrics, wall time)."""
+        return self.files.read_results()
+
+    def ema_note(self) -> str | None:
+        """A line saying that the EMA generator lags the raw one at this step (None when it does not)."""
+        return ema_note(self.step, self.config.train.ema)
+
+    def pick_generator(self, name: str) -> tuple[str, nn.Module]:
+        """``raw``, ``ema``, or ``auto`` (the one meaningful at this step: raw while the EMA lags) -> (name, G)."""
+        if name == "auto":
+            name = meaningful_generator(self.step, self.config.train.ema)
+        if name not in ("raw", "ema"):
+            raise GnPluginError(f"generator must be auto, raw or ema, got {name!r}")
+        return name, self.generator if name == "raw" else self.generator_ema
 
 
 def load_run(
@@ -71,22 +87,6 @@ def load_run(
     return SavedRun(config, files, dataset, generator.eval(), generator_ema.eval(), int(state["step"]), device, which)
 
 
-def sample_run(
-    run_dir: Path, checkpoint: str = "latest", out: str | None = None, count: int = 64, use_ema: bool = True,
-    log: Callable[[str], None] = print,
-) -> Path:
-    """Write a grid of ``count`` samples of a run's (EMA) generator; returns the PNG path."""
-    run = load_run(run_dir, checkpoint)
-    kind, label = ("ema", "EMA") if use_ema else ("raw", "raw")
-    log(f"sampling the {label} generator of {run.describe()}")
-    generator = run.generator_ema if use_ema else run.generator
-    images = latent_sampler(generator, run.device, seed=run.config.train.seed + 1, mode=run.config.eval.generator_mode)(count)
-    path = Path(out) if out else run.files.samples / f"{run.checkpoint}_{kind}_step{run.step}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(labelled_grid(image_grid(images, rows=int(count**0.5)), f"{label}, step {run.step}"), path)
-    return path
-
-
 def evaluate_run(
     run_dir: Path, checkpoint: str = "best", overrides: list[str] | None = None, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
@@ -97,6 +97,8 @@ def evaluate_run(
     """
     run = load_run(run_dir, checkpoint, overrides, evaluation=True)
     log(f"evaluating the raw and EMA generators of {run.describe()}")
+    if run.ema_note():
+        log(f"note: {run.ema_note()}")
     evaluator = Evaluator(run.dataset, run.config.eval, run.device, progress=True)
     records = []
     for name, generator in (("raw", run.generator), ("ema", run.generator_ema)):
