@@ -215,10 +215,29 @@ class TrainConfig(Strict):
         "parameters), for a larger one the cores the load average leaves free, PyTorch's default on a GPU. "
         "OMP_NUM_THREADS in the environment is respected by auto; the count chosen is printed at start",
     )
+    loggers: list[ComponentSpec] = Field(
+        default_factory=lambda: [ComponentSpec(name="tensorboard")],
+        description="where scalars, sample grids and evaluations also go: tensorboard, wandb, mlflow (extras: "
+        "pip install 'gn-plugin[wandb]' or '[mlflow]') or a plugin's logger, each a name or {name, options} "
+        "(wandb: project, entity, name, group, tags, mode; mlflow: tracking_uri, experiment, run_name); "
+        "[] = only the run directory's own files. A logger that fails is named in one line and switched off; "
+        "the run goes on",
+    )
     log_every: int = Field(100, gt=0, description="steps between scalar logs (losses, Lipschitz probes, speed)")
     sample_every: int = Field(1000, gt=0, description="steps between sample grids")
     sample_count: int = Field(64, gt=0, description="images per generator in each sample grid")
     checkpoint_every: int = Field(1000, gt=0, description="steps between checkpoints/latest.pt")
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_registered(cls, specs: list[ComponentSpec]) -> list[ComponentSpec]:
+        for spec in specs:
+            _known("logger", spec.name)
+            _no_fixed_arguments(spec.options, {
+                "run_dir": "a logger writes into the run directory", "config": "the run's config is passed",
+                "resume_step": "set when the run resumes",
+            })
+        return specs
 
     @field_validator("betas")
     @classmethod
@@ -337,6 +356,7 @@ class Config(Strict):
         data["norm"] = self.norm.to_yaml()
         data["loss"] = self.loss.to_yaml()
         data["regularizers"] = [spec.to_yaml() for spec in self.regularizers]
+        data["train"]["loggers"] = [spec.to_yaml() for spec in self.train.loggers]
         return data
 
 
@@ -535,7 +555,7 @@ def save_config(config: Config, path: Path) -> None:
 #: sums inside an operation, to rounding).
 RESUMABLE_KEYS = (
     "train.steps", "train.log_every", "train.sample_every", "train.sample_count", "train.checkpoint_every",
-    "train.threads", "data.num_workers", "eval",
+    "train.threads", "train.loggers", "data.num_workers", "eval",
 )
 COMPONENT_KEYS = ("norm", "loss", "regularizers")
 

@@ -48,6 +48,7 @@ KINDS: dict[str, str] = {
     "model": "gn_plugin.models",
     "dataset": "gn_plugin.datasets",
     "metric": "gn_plugin.metrics",
+    "logger": "gn_plugin.loggers",
 }
 
 T = TypeVar("T")
@@ -252,6 +253,7 @@ _REGISTRIES: dict[str, Registry] = {kind: Registry(kind, group) for kind, group 
 SUPPLIED_BY_RUNNER = {
     "model": {"z_dim", "num_classes", "width", "channels"},
     "dataset": {"root", "resolution", "split", "download"},
+    "logger": {"resume_step"},
 }
 
 
@@ -287,7 +289,7 @@ def options(kind: str, factory: Callable[..., Any]) -> list[str]:
 
 
 def registry(kind: str) -> Registry:
-    """The registry of one component kind: ``norm``, ``loss``, ``regularizer``, ``model``, ``dataset`` or ``metric``."""
+    """The registry of one component kind: ``norm``, ``loss``, ``regularizer``, ``model``, ``dataset``, ``metric`` or ``logger``."""
     try:
         return _REGISTRIES[kind]
     except KeyError:

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gn_plugin"
 #: layer of each top-level module or subpackage, lowest first; a module may import its own layer and below
 LAYERS = {
     "errors": 0, "registry": 0, "atomic": 0, "config": 0,
-    "augment": 1, "losses": 1, "norms": 1, "regularizers": 1, "models": 1, "data": 1, "metrics": 1,
+    "augment": 1, "losses": 1, "norms": 1, "regularizers": 1, "models": 1, "data": 1, "metrics": 1, "loggers": 1,
     "evaluation": 2,
     "training": 3,
     "experiments": 4,

@@ -222,6 +222,7 @@ def open_files(t: Training, *, resume: bool, stale_owner: str | None) -> None:
     save_config(t.config, files.config)
     for line in describe(t) + ([f"resumed at step {t.step} from {files.latest_checkpoint}"] if resume else []) + notes:
         files.log(line)
+    files.open_loggers(t.config, resume_step=t.step)
 
 
 # -- stopping on a signal ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The files of one run directory: config, checkpoints, TensorBoard events, samples and results.
+"""The files of one run directory: config, checkpoints, samples and results, and the run's loggers.
 
 One process writes a run directory at a time: :class:`RunLock` holds ``.lock`` (with the owner's
 pid and host) for as long as it trains. The logs ``scalars.jsonl`` and ``results.jsonl`` are
@@ -18,7 +18,9 @@ from typing import Any
 from torch import Tensor
 
 from gn_plugin.atomic import write_atomically
+from gn_plugin.config import Config
 from gn_plugin.errors import GnPluginError
+from gn_plugin.training.loggers import Loggers
 
 LOCK_FILE = ".lock"
 #: what a run writes into its directory
@@ -109,8 +111,8 @@ class RunFiles:
     def __init__(self, root: Path, writer: bool = True) -> None:
         self.root = root
         self.writer = writer
-        self._tensorboard = None
-        self._purge_step: int | None = None
+        #: where scalars, sample grids and evaluations also go (``train.loggers``), once opened
+        self.loggers: Loggers | None = None
         self._lock = RunLock(root / LOCK_FILE)
 
     config = property(lambda self: self.root / "config.yaml")
@@ -152,13 +154,10 @@ class RunFiles:
     def create(self) -> None:
         self.samples.mkdir(parents=True, exist_ok=True)
 
-    @property
-    def tensorboard(self):
-        if self._tensorboard is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tensorboard = SummaryWriter(str(self.root / "tensorboard"), purge_step=self._purge_step)
-        return self._tensorboard
+    def open_loggers(self, config: Config, resume_step: int | None) -> None:
+        """Start the loggers ``config`` names (``train.loggers``); see :class:`~gn_plugin.training.loggers.Loggers`."""
+        if self.writer:
+            self.loggers = Loggers(config.train.loggers, self.root, config.to_dict(), resume_step=resume_step, report=self.log)
 
     def log(self, line: str) -> None:
         """Print a line and keep it in ``log.txt``."""
@@ -171,8 +170,8 @@ class RunFiles:
         """Scalars to TensorBoard and ``scalars.jsonl``."""
         if not self.writer:
             return
-        for name, value in scalars.items():
-            self.tensorboard.add_scalar(name, value, step)
+        if self.loggers:
+            self.loggers.log_scalars(step, scalars)
         append_jsonl(self.scalars, {"step": step, **scalars})
 
     def add_image(self, step: int, grid: Tensor) -> None:
@@ -181,7 +180,8 @@ class RunFiles:
             return
         from torchvision.utils import save_image
 
-        self.tensorboard.add_image("samples/raw_then_ema", grid, step)
+        if self.loggers:
+            self.loggers.log_image(step, "samples/raw_then_ema", grid)
         path = self.samples / f"step_{step:07d}.png"
         try:
             write_atomically(path, lambda file: save_image(grid, file, format="png"))
@@ -193,9 +193,12 @@ class RunFiles:
         if not self.writer:
             return
         append_jsonl(self.results, record)
-        for name, value in record.items():
-            if isinstance(value, (int, float)) and name != "step":
-                self.tensorboard.add_scalar(f"eval_{record['generator']}/{name}", value, record["step"])
+        if self.loggers:
+            prefix = f"eval_{record['generator']}"
+            self.loggers.log_scalars(record["step"], {
+                f"{prefix}/{name}": value for name, value in record.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "step"
+            })
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.writer:
@@ -231,7 +234,6 @@ class RunFiles:
         notes: list[str] = []
         if not self.writer:
             return notes
-        self._purge_step = step + 1
         for path in (self.results, self.scalars):
             records, unreadable = read_jsonl(path)
             if unreadable:
@@ -243,6 +245,6 @@ class RunFiles:
         return notes
 
     def close(self) -> None:
-        if self._tensorboard is not None:
-            self._tensorboard.close()
-            self._tensorboard = None
+        if self.loggers is not None:
+            self.loggers.close()
+            self.loggers = None

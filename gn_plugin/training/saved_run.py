@@ -100,6 +100,7 @@ def evaluate_run(
     if run.ema_note():
         log(f"note: {run.ema_note()}")
     evaluator = Evaluator(run.dataset, run.config.eval, run.device, progress=True)
+    run.files.open_loggers(run.config, resume_step=None)
     records = []
     for name, generator in (("raw", run.generator), ("ema", run.generator_ema)):
         metrics = evaluator.evaluate(evaluation_sampler(generator, run.config, run.device), label=f"evaluating {name}")
