@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from gn_plugin.errors import GnPluginError
-from gn_plugin.evaluation.sampling import generate, image_grid, labelled_grid, latent_sampler, slerp, stack_grids
+from gn_plugin.evaluation.sampling import generate, image_grid, labelled_grid, slerp, stack_grids
 from gn_plugin.training import saved_run
 from gn_plugin.training.ema import ema_lags
 from gn_plugin.training.saved_run import SavedRun
@@ -56,22 +56,26 @@ def sample(
     generator: str = "auto",
     classes: int | Sequence[int] | None = None,
 ) -> Tensor:
-    """``n`` images of ``run``'s ``generator`` (``auto``, ``raw`` or ``ema``), z from ``seed``.
+    """``n`` images of ``run``'s ``generator`` (``auto``, ``raw`` or ``ema``) at the z :func:`latents` draws.
 
-    Without ``classes``: ``[n, C, H, W]``, the images of the run's sample grids at ``seed`` None (a
-    conditional generator gets random labels). With ``classes`` (a class or several, conditional models):
-    ``n`` images per class, class after class, ``[len(classes) * n, C, H, W]``, the same ``n`` z for
-    every class, so a column shows one z across the classes.
+    Without ``classes``: ``[n, C, H, W]`` (a conditional generator gets labels drawn at random after
+    the z). With ``classes`` (a class or several, conditional models): ``n`` images per class, class
+    after class, ``[len(classes) * n, C, H, W]``, the same ``n`` z for every class, so a column shows
+    one z across the classes. In ``eval.generator_mode: train`` the batch is filled up to
+    ``train.batch_size_g`` images (:func:`~gn_plugin.evaluation.sampling.generate`), so that BatchNorm
+    sees the statistics of a training-sized batch even for one image.
     """
     if n < 1:
         raise GnPluginError(f"n must be at least 1, got {n}")
     _, model = run.pick_generator(generator)
-    mode = run.config.eval.generator_mode
+    rng = torch.Generator(device=run.device).manual_seed(default_seed(run, seed))
+    z = torch.randn(n, model.z_dim, device=run.device, generator=rng)
     if classes is None:
-        return latent_sampler(model, run.device, default_seed(run, seed), mode=mode)(n)
-    labels = class_labels(run, classes)
-    z = latents(run, n, seed).repeat(len(labels), 1)
-    return generate(model, z, labels.repeat_interleave(n), mode=mode, fill_to=run.config.train.batch_size_g)
+        labels = torch.randint(model.num_classes, (n,), device=run.device, generator=rng) if model.num_classes else None
+    else:
+        chosen = class_labels(run, classes)
+        z, labels = z.repeat(len(chosen), 1), chosen.repeat_interleave(n)
+    return generate(model, z, labels, mode=run.config.eval.generator_mode, fill_to=run.config.train.batch_size_g)
 
 
 def interpolate(
