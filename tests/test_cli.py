@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 import torch
 from PIL import Image
@@ -126,3 +127,64 @@ def test_sample_grids_are_enlarged_by_whole_blocks_and_labelled(short_run):
     strip = labelled[:, : labelled.shape[1] - plain.shape[1]]
     assert labelled.shape[2] > plain.shape[2] and strip.min() < 0.5 and strip.max() == 1.0  # dark text on white
     assert torch.equal(labelled[:, strip.shape[1]:, : plain.shape[2]], plain)
+
+
+def test_set_before_the_config_path_works_and_dry_run_prints_the_resolved_config(tmp_path, capsys):
+    out = tmp_path / "never-written"
+    argv = ["train", "--set", "train.steps=7", "norm=sn", str(DIGITS / "gn.yaml"), "--out", str(out), "--dry-run"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    resolved = yaml.safe_load(captured.out)
+    assert resolved["train"]["steps"] == 7 and resolved["norm"] == "sn" and "base" not in resolved
+    assert load_config(DIGITS / "gn.yaml", ["train.steps=7", "norm=sn"]).to_dict() == resolved
+    assert "dry run" in captured.err and not out.exists()  # nothing trained, nothing written
+    # a bad component option fails the dry run as it would fail the run, in one line with a suggestion
+    assert main(["train", str(DIGITS / "gn-cr.yaml"), "--set", "norm.consistncy_weight=3", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown option 'consistncy_weight'; did you mean 'consistency_weight'?" in err
+
+
+def test_a_stop_by_signal_is_reported_as_stopped_with_128_plus_the_signal(monkeypatch, capsys):
+    import signal
+
+    from gn_plugin import cli
+    from gn_plugin.errors import Interrupted
+
+    def stopped(args):
+        raise Interrupted("stopped by SIGINT at step 12, saved in run/checkpoints/latest.pt", signal.SIGINT)
+
+    def ctrl_c(args):
+        raise KeyboardInterrupt
+
+    for handler, expected in ((stopped, "gnbench: stopped by SIGINT at step 12"), (ctrl_c, "gnbench: stopped by Ctrl-C")):
+        monkeypatch.setattr(cli, "command_list", handler)
+        assert main(["list"]) == 130
+        err = capsys.readouterr().err
+        assert err.startswith(expected) and "error" not in err
+
+
+def test_list_detail_shows_a_metrics_direction(capsys):
+    metrics = detail_lines(capsys, "metric")
+    assert "lower is better; needs the reference statistics only" in metrics["fid"]
+    assert "higher is better" in metrics["is"][-1] and "lower is better; needs the reference features" in metrics["kid"]
+
+
+def test_the_cli_starts_without_torch_and_lists_every_command(tmp_path):
+    import subprocess
+    import sys
+
+    # `gnbench --help` and `gnbench list` import neither torch nor matplotlib nor clean-fid
+    code = (
+        "import sys; from gn_plugin.cli import main\n"
+        "for argv in (['list'], ['list', 'norm']):\n    assert main(argv) == 0\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'matplotlib', 'cleanfid') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "lipschitz" in result.stdout and "norm         gn" in result.stdout
+    # the help line listed for an experiment command without importing it is the command's own
+    full, lazy = build_parser(), build_parser(commands_to_load=[])
+    choices = lambda parser: next(a for a in parser._actions if a.dest == "command")._choices_actions  # noqa: E731
+    assert [(a.dest, a.help) for a in choices(full)] == [(a.dest, a.help) for a in choices(lazy)]

@@ -292,3 +292,20 @@ def test_smooth_discriminator_warns_once_that_the_bound_no_longer_holds():
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "not piecewise linear" in messages[0] and "no longer holds" in messages[0]
     assert "\n" not in messages[0]
+
+
+def test_under_no_grad_gn_scores_as_with_grad_and_gives_detached_scores():
+    # scoring images for evaluation under torch.no_grad() is legitimate: GN still takes the input gradient
+    torch.manual_seed(0)
+    model = MLP(3 * 8 * 8, nn.LeakyReLU(0.2)).double()
+    x, _ = inputs(6, seed=1, num_classes=0)
+    expected = reference_gn(model, x, None)
+    with torch.no_grad():
+        scores, raw = normalize_gradient(model, x, return_raw=True)
+        wrapped = GradNorm(model)(x)
+    torch.testing.assert_close(scores, expected)
+    torch.testing.assert_close(wrapped, expected)
+    assert not scores.requires_grad and scores.grad_fn is None and not raw.requires_grad
+    assert all(p.grad is None for p in model.parameters())  # nothing accumulated into D
+    with torch.inference_mode(), pytest.raises(GnPluginError, match="inference_mode"):
+        GradNorm(model)(x)

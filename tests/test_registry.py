@@ -105,8 +105,17 @@ def test_unknown_name_lists_available_and_suggests_closest():
 
 
 def test_bad_option_is_a_one_line_error_naming_the_component():
-    with pytest.raises(GnPluginError, match=r"regularizer 'gp': .*'wieght'"):
+    with pytest.raises(GnPluginError, match=r"regularizer 'gp': unknown option 'wieght'; did you mean 'weight'\?"):
         create("regularizer", "gp", wieght=3)
+    # the suggestion and the list are the options a config can set, not the arguments the runner passes
+    with pytest.raises(GnPluginError) as error:
+        create("norm", "gn-cr", nn.Linear(2, 1), consistncy_weight=3)
+    assert str(error.value) == (
+        "norm 'gn-cr': unknown option 'consistncy_weight'; did you mean 'consistency_weight'? "
+        "(its options: consistency_weight, max_translation, zeta)"
+    )
+    with pytest.raises(GnPluginError, match="unknown option 'colour' \\(its options: "):
+        create("model", "mlp", z_dim=2, num_classes=0, width=1.0, channels=1, colour=2)
 
 
 def test_in_process_registration_decorator_and_duplicates():

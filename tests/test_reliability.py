@@ -203,6 +203,7 @@ def test_a_signal_checkpoints_the_last_completed_step_and_exits_128_plus_it(tmp_
     assert process.returncode == 128 + signum, stderr
     line = error_line(stderr)
     assert signal.Signals(signum).name in line and f"gnbench train {run} --resume" in line
+    assert line.startswith(f"gnbench: stopped by {signal.Signals(signum).name}")  # a deliberate stop, not an error
     step = checkpoint.load(RunFiles(run).latest_checkpoint)["step"]
     assert step >= 10 and f"at step {step}," in line
     # the checkpoint is step `step` of the run, exactly: an uninterrupted run of that many steps ends there

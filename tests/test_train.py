@@ -217,3 +217,32 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     assert (tmp_path / "two" / "summary.json").read_text().count('"world_size": 2') == 1
+
+
+def test_a_stateful_norms_buffers_are_saved_in_checkpoints_and_restored_on_resume(tmp_path):
+    from gn_plugin.norms.base import ScoreWrapper
+
+    class CountingNorm(ScoreWrapper):
+        """Counts the images it scores in training: state kept in a registered buffer."""
+
+        def __init__(self, discriminator):
+            super().__init__(discriminator)
+            self.register_buffer("scored", torch.zeros((), dtype=torch.long))
+
+        def forward(self, x, y=None):
+            if self.training:
+                self.scored += x.shape[0]
+            return super().forward(x, y)
+
+    register("norm", "counting")(CountingNorm)
+    try:
+        train(quick("gn", "norm=counting", steps=6), tmp_path / "straight", progress=False)
+        train(quick("gn", "norm=counting", steps=3), tmp_path / "resumed", progress=False)
+        halfway = checkpoint.load(RunFiles(tmp_path / "resumed").latest_checkpoint)["discriminator"]["scored"]
+        train(quick("gn", "norm=counting", steps=6), tmp_path / "resumed", resume=True, progress=False)
+    finally:
+        registry("norm").unregister("counting")
+    straight = checkpoint.load(RunFiles(tmp_path / "straight").latest_checkpoint)["discriminator"]["scored"]
+    resumed = checkpoint.load(RunFiles(tmp_path / "resumed").latest_checkpoint)["discriminator"]["scored"]
+    assert 0 < int(halfway) < int(straight)
+    assert int(resumed) == int(straight)  # the resumed run counted on from the saved buffer, not from zero
