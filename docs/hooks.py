@@ -191,6 +191,7 @@ CONTRACTS = {
     "Models": "gn_plugin.models.base",
     "Data sets": "gn_plugin.data.base",
     "Metrics": "gn_plugin.metrics.base",
+    "Loggers": "gn_plugin.loggers.base",
 }
 
 

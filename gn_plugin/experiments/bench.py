@@ -42,6 +42,7 @@ from gn_plugin.experiments.spec import Cell, find_spec, floor_key, prepare
 from gn_plugin.training.build import build_dataset, build_dataset_and_models, check_components
 from gn_plugin.training.run_dir import LOCK_FILE, RunLock
 from gn_plugin.training.stopping import stop_signals
+from gn_plugin.training.threads import thread_share
 
 
 PROGRESS_INTERVAL_S = 2.0  # how often the progress bar reads the runs' scalars.jsonl
@@ -65,7 +66,7 @@ def job_environments(jobs: int) -> list[dict[str, str]]:
     gpus = visible_gpus()
     if gpus:
         return [{**base, "CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} for slot in range(jobs)]
-    threads = base.get("OMP_NUM_THREADS", str(max(1, cpu_cores() // jobs)))
+    threads = base.get("OMP_NUM_THREADS", str(thread_share(cpu_cores(), jobs)))
     return [{**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(jobs)]
 
 

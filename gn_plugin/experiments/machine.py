@@ -9,10 +9,9 @@ from typing import Any
 
 import torch
 
+from gn_plugin.training.threads import cpu_cores, load_average
 
-def cpu_cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+__all__ = ["cpu_cores", "describe_machine", "load_average", "machine_info", "visible_gpus"]
 
 
 def visible_gpus() -> list[str]:
@@ -40,8 +39,3 @@ def describe_machine(info: dict[str, Any]) -> str:
     """One line: ``2-core CPU (model), no GPU; Linux; Python 3.11; torch 2.x``."""
     gpus = ", ".join(info["gpus"]) if info["gpus"] else "no GPU"
     return f"{info['cores']}-core CPU ({info['cpu']}), {gpus}; {info['system']}; Python {info['python']}; torch {info['torch']}"
-
-
-def load_average() -> tuple[float, float, float] | None:
-    """The system's 1-, 5- and 15-minute load averages, where the OS reports them."""
-    return os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -12,9 +12,27 @@ Several names may share one function (``precision`` and ``recall`` both give bot
 metric whose key an earlier one in the list already gave is not computed again. A metric whose
 larger values are better carries ``higher_is_better = True``, one that needs the reference
 features (not only their mean and covariance) ``reference_features = True`` (the :func:`metric`
-decorator sets both). ``generated`` holds the features and class probabilities of the generated
-images in the data set's metric space; ``reference`` the statistics (and, where kept, the features)
-of the real images in the same space.
+decorator sets both).
+
+What a metric is handed, all NumPy arrays on the CPU, in the data set's metric space (its
+``metric_space``: ``inception``, clean-fid's TF-Inception with d = 2048 and K = 1008, or ``digits``,
+the bundled digits classifier with d = 64 and K = 10), from ``eval.num_samples`` generated images:
+
+- ``generated.features``: float32 ``[N, d]``, the extractor's features of the N generated images
+  (Inception's pool features);
+- ``generated.probabilities``: float32 ``[N, K]``, the extractor's class probabilities of the same
+  images (rows sum to 1; what IS and class coverage read);
+- ``reference.mu``: ``[d]``, the mean of the real images' features;
+- ``reference.sigma``: ``[d, d]``, their covariance (``np.cov(features, rowvar=False)``, as clean-fid);
+- ``reference.features``: ``[M, d]``, the real images' features themselves, or None: present when a
+  metric of the run declared ``reference_features = True`` (clean-fid's precomputed statistics
+  then include its KID features). There are no reference probabilities.
+
+A metric is named in two places: in a run config's ``eval.metrics`` (what a run computes and
+stores in ``results.jsonl``) and, to appear in a benchmark's tables, plots and comparisons, in the
+benchmark spec's ``metrics:`` (what the report reads). A spec metric that the cells' ``eval.metrics``
+does not include has no values in the report; one that is computed but not in ``metrics:`` stays in
+the runs' ``results.jsonl`` only.
 """
 
 from __future__ import annotations
