@@ -106,7 +106,11 @@ def test_eval_and_sample_say_which_checkpoint_they_read(short_run, tmp_path, cap
     finally:
         moved.rename(best)
     assert main(["eval", str(short_run), "--set", "eval.num_samples=32"]) == 0
-    assert f"{best} (step 4)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{best} (step 4)" in err
+    # 4 steps at decay 0.999: the EMA generator lags, and eval says so in one line
+    (note,) = [line for line in err.splitlines() if line.startswith("note:")]
+    assert "at step 4 the EMA generator has averaged 0.004 of the 3 EMA horizons" in note and "until step 3000" in note
     assert main(["sample", str(short_run), "--count", "4"]) == 0
     captured = capsys.readouterr()
     assert "latest.pt (step 4)" in captured.err and captured.out.strip().endswith("latest_raw_ema_step4.png")

@@ -58,3 +58,4 @@ def test_train_threads_is_validated_and_the_count_is_written_at_start(tmp_path, 
     train(config, tmp_path / "run", progress=False)
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "CPU threads: 1 (auto: a small model (0.31 M parameters) runs fastest on one thread)" in log
+    assert "note: train.steps=2 is short for the EMA: at step 2 the EMA generator has averaged 0.002" in log
