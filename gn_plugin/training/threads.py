@@ -1,8 +1,8 @@
 """How many CPU threads a run computes with (``train.threads``), and the share each job of a benchmark gets.
 
 PyTorch starts one thread per core. On a CPU that other processes keep busy, or with a model whose
-operations are too small to split, those threads wait on each other: the digits MLP runs several
-times slower with two threads than with one on a 2-core machine with one other busy process, while
+operations are too small to split, those threads wait on each other: the digits MLP ran 19 to 36
+times slower with two threads than with one on a 2-core machine kept busy by other processes, while
 a convolutional model on an idle machine gains from every core (docs: Performance, CPU threads).
 ``auto`` therefore gives a small model one thread, and a large one the cores that the load average
 says are free. An ``OMP_NUM_THREADS`` set by the user (or by ``torchrun``, or by ``gnbench bench``
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 #: G + D parameters below which a model counts as small: one thread is as fast as more, and never
-#: oversubscribes a shared CPU (the digits MLP has 0.1 M; the 32 px CNN 4.3 M)
+#: oversubscribes a shared CPU (the digits MLP has 0.31 M; the 32 px CNN 9.7 M)
 SMALL_MODEL_PARAMETERS = 1_000_000
 
 
