@@ -571,7 +571,7 @@ def test_identical_cells_and_duplicate_keys_are_refused_at_spec_load(tmp_path, t
 @pytest.mark.parametrize(
     "method, expected",
     [
-        ({"norm": {"name": "gn-cr", "consistency_wieght": 1.0}}, "unexpected keyword argument 'consistency_wieght'"),
+        ({"norm": {"name": "gn-cr", "consistency_wieght": 1.0}}, "unknown option 'consistency_wieght'; did you mean 'consistency_weight'?"),
         ({"regularizers": [{"name": "gp", "weight": -10.0}]}, "weight must be a number >= 0, got -10.0"),
     ],
     ids=["unknown-option", "negative-weight"],
