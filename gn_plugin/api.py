@@ -115,7 +115,7 @@ def write_samples(
     checkpoint: str = "latest",
     out: str | Path | None = None,
     count: int = 64,
-    generator: str = "both",
+    generator: str = "auto",
     classes: Sequence[int] | None = None,
     interpolate: int | None = None,
     seed: int | None = None,
@@ -123,7 +123,8 @@ def write_samples(
 ) -> Path:
     """Write a labelled PNG grid of a run's samples (``gnbench sample``); returns its path.
 
-    ``generator``: ``both`` (raw rows above EMA rows, as training's grids), ``auto``, ``raw`` or ``ema``.
+    ``generator``: ``auto`` (raw rows above EMA rows, as training's grids, once the EMA has warmed up;
+    the raw generator alone before), ``both``, ``raw`` or ``ema``.
     ``classes``: a row per class (an empty list: every class). ``interpolate``: rows of that many images,
     each a slerp between two random z (one class per row, cycling through ``classes``, for a conditional
     generator). ``count``: images per generator.
@@ -131,6 +132,8 @@ def write_samples(
     from torchvision.utils import save_image
 
     run = load_run(run_dir, checkpoint)
+    if generator == "auto":
+        generator = "both" if run.pick_generator("auto")[0] == "ema" else "raw"
     names = ["raw", "ema"] if generator == "both" else [run.pick_generator(generator)[0]]
     log(f"sampling the {' and '.join(GENERATOR_LABELS[n] for n in names)} generator{'s' * (len(names) > 1)} of {run.describe()}")
     if run.ema_note():

@@ -209,9 +209,9 @@ def build_parser(commands_to_load: Iterable[str] | None = None) -> argparse.Argu
     )
     sample.add_argument("--count", type=int, default=64, help="images in the grid, per generator")
     sample.add_argument(
-        "--generator", choices=["both", "auto", "raw", "ema"], default="both",
-        help="both: raw rows above EMA rows; auto: the one that is meaningful at the checkpoint's step (raw until "
-        "the EMA has averaged three horizons, then EMA); raw or ema: that one only",
+        "--generator", choices=["auto", "both", "raw", "ema"], default="auto",
+        help="auto: the meaningful ones at the checkpoint's step (the raw generator alone until the EMA has averaged "
+        "three horizons, then raw rows above EMA rows); both: raw above EMA at any step; raw or ema: that one only",
     )
     sample.add_argument(
         "--classes", nargs="*", type=int, metavar="CLASS",

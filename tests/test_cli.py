@@ -111,9 +111,11 @@ def test_eval_and_sample_say_which_checkpoint_they_read(short_run, tmp_path, cap
     # 4 steps at decay 0.999: the EMA generator lags, and eval says so in one line
     (note,) = [line for line in err.splitlines() if line.startswith("note:")]
     assert "at step 4 the EMA generator has averaged 0.004 of the 3 EMA horizons" in note and "until step 3000" in note
-    assert main(["sample", str(short_run), "--count", "4"]) == 0
+    assert main(["sample", str(short_run), "--count", "4"]) == 0  # the EMA lags: the raw generator alone
     captured = capsys.readouterr()
-    assert "latest.pt (step 4)" in captured.err and captured.out.strip().endswith("latest_raw_ema_step4.png")
+    assert "latest.pt (step 4)" in captured.err and captured.out.strip().endswith("latest_raw_step4.png")
+    assert main(["sample", str(short_run), "--count", "4", "--generator", "both"]) == 0
+    assert capsys.readouterr().out.strip().endswith("latest_raw_ema_step4.png")
 
 
 def test_sample_grids_are_enlarged_by_whole_blocks_and_labelled(short_run):
