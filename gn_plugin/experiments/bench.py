@@ -96,7 +96,7 @@ def run_cells(
     reaches it only through the bench: one SIGINT (Ctrl-C) or SIGTERM stops launching queued cells
     at once and is forwarded to the running ones, which checkpoint and exit; the bench waits for
     them and raises :class:`~gn_plugin.errors.Interrupted`. A further signal is forwarded again
-    (a cell then stops at once). One progress bar counts the generator steps of all cells (read
+    (a second Ctrl-C then stops a cell at once). One progress bar counts the generator steps of all cells (read
     from their ``scalars.jsonl``) with an ETA; a line is logged per finished cell. ``progress``:
     show the bar (None: when stderr is a terminal).
     """
