@@ -395,7 +395,7 @@ def max_num_timeout(estimates: list[Estimate], settings: LauncherSettings) -> in
 def plan_lines(estimates: list[Estimate], settings: LauncherSettings, gpus: int, cpus: int, timeouts: int) -> list[str]:
     """What will be submitted and what it costs: per method, hours and GPU-hours per cell, and in total."""
     def hours(seconds: float) -> str:
-        return f"{seconds / 3600:.2f} h" if seconds < 360_000 else f"{seconds / 3600:,.0f} h"
+        return f"{seconds / 3600:.2f}" if seconds < 360_000 else f"{seconds / 3600:,.0f}"
 
     where = ", ".join(f"{key} {value}" for key, value in (
         ("partition", settings.partition), ("account", settings.account), ("qos", settings.qos),
@@ -415,7 +415,7 @@ def plan_lines(estimates: list[Estimate], settings: LauncherSettings, gpus: int,
         if seconds:
             per_cell = statistics.mean(seconds)
             slots = time_slots(per_cell, settings)
-            lines.append(f"  {group}: {len(items)} cell(s), about {hours(per_cell)} each ({hours(per_cell * max(gpus, 1))} "
+            lines.append(f"  {group}: {len(items)} cell(s), about {hours(per_cell)} h each ({hours(per_cell * max(gpus, 1))} "
                          f"{'GPU' if gpus else 'CPU'}-hours, {slots} job(s) of {settings.time_min} min); {items[0].how}")
         else:
             lines.append(f"  {group}: {len(items)} cell(s), not estimated: no measured steps and no `launcher.perf` figure")
