@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gn_plugin import GnPluginError
 from gn_plugin.cli import main
-from gn_plugin.experiments import slurm
+from gn_plugin.experiments import slurm, slurm_job
 from gn_plugin.experiments import spec as bench_spec
 
 from run_weights import assert_same_weights
@@ -116,21 +115,26 @@ def test_the_plan_estimates_from_measured_steps_or_perf_figures_and_sizes_the_re
 
 
 # -- cell states -----------------------------------------------------------------------------------
+def write_state(cell, state: str, **record) -> None:
+    """What a cell's job writes about it."""
+    slurm_job.write_json(str(slurm.state_path(cell)), {"state": state, **record})
+
+
 def test_each_cell_state_combines_its_summary_its_job_s_record_and_slurm(tmp_path):
     _, cells = prepared(tmp_path)
     cell = cells[0]
     assert slurm.status_of(cell, None, "UNKNOWN").state == "not submitted"
     assert slurm.status_of(cell, "7_0", "PENDING").state == "pending"
-    slurm.write_state(cell, "running", job_id="7_0", host="node3", gpus="1")
+    write_state(cell, "running", job_id="7_0", host="node3", gpus="1")
     running = slurm.status_of(cell, "7_0", "RUNNING")
     assert (running.state, running.detail) == ("running", "on node3, CUDA_VISIBLE_DEVICES=1")
     assert slurm.status_of(cell, "7_0", "PENDING").state == "requeued"  # it ran before: `scontrol requeue`
-    slurm.write_state(cell, "requeued", job_id="7_0", host="node3", reason="time limit or preemption; resumes from step 50")
+    write_state(cell, "requeued", job_id="7_0", host="node3", reason="time limit or preemption; resumes from step 50")
     assert slurm.status_of(cell, "7_0", "PENDING").line() == "gn__seed0: requeued (job 7_0): time limit or preemption; resumes from step 50"
-    slurm.write_state(cell, "cancelled", job_id="7_0", reason="stopped by SIGTERM; its checkpoint at step 50 is kept")
+    write_state(cell, "cancelled", job_id="7_0", reason="stopped by SIGTERM; its checkpoint at step 50 is kept")
     assert slurm.status_of(cell, "7_0", "CANCELLED").state == "cancelled"
     assert slurm.status_of(cell, "8_0", "CANCELLED").detail == "cancelled before it started"  # another job's record
-    slurm.write_state(cell, "running", job_id="7_0", host="node3")
+    write_state(cell, "running", job_id="7_0", host="node3")
     cell.log_path.parent.mkdir(parents=True)
     cell.log_path.write_text("step 50\nKilled\n")
     vanished = slurm.status_of(cell, "7_0", "NODE_FAIL")
@@ -155,19 +159,30 @@ def read_states(cell, seen: list[str], stop: threading.Event) -> None:
         time.sleep(0.05)
 
 
-def test_a_cell_cut_by_its_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
-    """LocalExecutor sends SIGUSR2 at time limit - signal_delay_s and restarts a job that asks for a requeue:
-    the cell checkpoints, resumes when its next job starts and ends as an uninterrupted run."""
-    spec, cells = prepared(tmp_path, ["train.steps=2000"], methods={"gn": {"norm": "gn"}})
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_cell_signalled_like_a_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
+    """Under submitit's LocalExecutor, SIGUSR2 to every process of the job (as Slurm sends it) makes the
+    cell checkpoint and the job ask for a requeue; the restarted job resumes and the cell ends as an
+    uninterrupted run."""
+    spec, cells = prepared(tmp_path, ["train.steps=1500"], methods={"gn": {"norm": "gn"}})
     (cell,) = cells
-    settings = slurm.launcher_settings(spec, ["signal_delay_s=10", "max_num_timeout=6"]).model_copy(update={"time_min": 0.4})
+    settings = slurm.launcher_settings(spec, ["signal_delay_s=30", "time_min=30"])
     seen, stop = [], threading.Event()
     watcher = threading.Thread(target=read_states, args=(cell, seen, stop))
     watcher.start()
     try:
         (job,) = slurm.submit(spec, cells, settings, log=lambda line: None, cluster="local")
-        deadline = time.monotonic() + 240
-        while not job.done() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while not (cell.files.latest_checkpoint.is_file() and slurm.read_state(cell).get("state") == "running"):
+            assert time.monotonic() < deadline and not job.done(), cell.log_path.read_text()
+            time.sleep(0.05)
+        child = slurm.read_state(cell)["pid"]
+        for pid in (parent(child), child):
+            os.kill(pid, signal.SIGUSR2)
+        while not job.done() and time.monotonic() < deadline + 120:
             time.sleep(0.2)
         assert job.result() == "done"
     finally:
@@ -183,7 +198,7 @@ def test_a_cell_cut_by_its_time_limit_is_requeued_and_ends_bit_identical(tmp_pat
 def test_a_cancelled_cell_keeps_its_checkpoint_and_a_crashed_one_says_why(tmp_path):
     spec, cells = prepared(tmp_path, ["train.steps=100000"], methods={"gn": {"norm": "gn"}})
     (cell,) = cells
-    task = slurm.CellJob(cell, gpus=0, signal_delay_s=30)
+    task = slurm.cell_job(cell, gpus=0, signal_delay_s=30)
 
     def cancel_when_checkpointed() -> None:  # what scancel does: SIGTERM to every process of the job
         while not cell.files.latest_checkpoint.is_file():
@@ -200,7 +215,7 @@ def test_a_cancelled_cell_keeps_its_checkpoint_and_a_crashed_one_says_why(tmp_pa
     # a crash: the job's next start fails on a damaged checkpoint, and the state names the log's last line
     cell.files.latest_checkpoint.write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="failed"):
-        slurm.CellJob(cell, gpus=0, signal_delay_s=30)()
+        slurm.cell_job(cell, gpus=0, signal_delay_s=30)()
     status = slurm.status_of(cell, slurm.read_state(cell)["job_id"], "FAILED")
     assert status.state == "failed" and "exit 2: gnbench: error:" in status.detail and str(cell.log_path) in status.detail
     assert slurm.RESUBMITTED >= {"failed", "cancelled"}
@@ -212,4 +227,5 @@ def test_status_lists_every_cell_and_submits_nothing(tmp_path, capsys):
     assert main(["bench", str(path), "--out", str(out), "--launcher", "slurm", "--status"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[:3] == ["gn__seed0: not submitted", "sn__seed0: not submitted", f"2 runs in {out}: 2 not submitted"]
+    assert lines[3].startswith("2 cell(s) to submit: run `gnbench bench")
     assert not (out / "slurm" / "submissions.jsonl").exists()

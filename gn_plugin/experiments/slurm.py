@@ -6,10 +6,10 @@ id and how to follow it, then returns (``--wait`` follows the array until it is 
 same command again shows each cell's state (:func:`cell_states`), submits the cells that failed,
 were cancelled or vanished, and once every cell has its summary the bench writes its report.
 
-On the node each task is a :class:`CellJob`. When its job starts it decides between a new run and a
+On the node each task is a :class:`~gn_plugin.experiments.slurm_job.CellJob`. When its job starts it decides between a new run and a
 resume (a checkpoint is there) and runs ``gnbench train`` as a child process. Slurm sends SIGUSR2 to
 every process of the job ahead of a time limit or a preemption: the child checkpoints and exits, and
-:meth:`CellJob.checkpoint` waits for it and hands submitit the requeue. ``scancel`` sends SIGTERM:
+its ``checkpoint()`` waits for it and hands submitit the requeue. ``scancel`` sends SIGTERM:
 the child checkpoints and exits, and the cell ends cancelled. A crash ends the cell failed, with its
 log's last line; the next ``gnbench bench`` resubmits it.
 
@@ -20,18 +20,13 @@ job id, host, GPUs, reason) and ``jobs/`` (submitit's scripts, pickles and logs)
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
-import os
 import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +36,9 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from gn_plugin.atomic import write_atomically
 from gn_plugin.config import format_validation_error, parse_overrides
 from gn_plugin.errors import GnPluginError
+from gn_plugin.experiments import slurm_job
 from gn_plugin.experiments.spec import BenchSpec, Cell, LauncherSettings
 from gn_plugin.training.run_dir import LOCK_FILE, RunLock, append_jsonl, read_jsonl
 
@@ -94,37 +89,29 @@ def cpus_per_cell(settings: LauncherSettings, cells: list[Cell]) -> int:
 
 
 # -- the task on the node --------------------------------------------------------------------------
-def now() -> str:
-    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
 def state_path(cell: Cell) -> Path:
     return cell.root / SLURM_DIR / "cells" / f"{cell.id}.json"
 
 
-def write_state(cell: Cell, state: str, **details: Any) -> None:
-    """The cell's state as its job sees it, replacing the previous one atomically."""
-    text = json.dumps({"state": state, "updated_at": now(), **details}, indent=1).encode()
-    write_atomically(state_path(cell), lambda file: file.write(text))
-
-
 def read_state(cell: Cell) -> dict[str, Any]:
     """What the cell's last job wrote (empty: nothing yet, or an unreadable file)."""
-    try:
-        state = json.loads(state_path(cell).read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
+    return slurm_job.read_json(str(state_path(cell)))
 
 
-def last_log_line(cell: Cell) -> str:
-    try:
-        with open(cell.log_path, "rb") as file:
-            file.seek(max(0, os.fstat(file.fileno()).st_size - 4096))
-            lines = [line.strip() for line in file.read().decode(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "(no log)"
-    return lines[-1] if lines else "(empty log)"
+def cell_job(cell: Cell, gpus: int, signal_delay_s: int) -> slurm_job.CellJob:
+    """The submitit task of ``cell``: its two ``gnbench train`` commands (under torchrun for several GPUs)."""
+    def python_command(command: list[str]) -> list[str]:
+        if gpus > 1:
+            return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+                    "-m", "gn_plugin.cli", *command[1:]]
+        return [sys.executable, "-m", "gn_plugin.cli", *command[1:]]
+
+    files = cell.files
+    return slurm_job.CellJob(
+        cell=cell.id, new=python_command(cell.new_command()), resume=python_command(cell.resume_command()),
+        checkpoint_path=str(files.latest_checkpoint), summary_path=str(files.summary), log=str(cell.log_path),
+        state=str(state_path(cell)), signal_delay_s=signal_delay_s,
+    )
 
 
 def checkpoint_step(cell: Cell) -> int | None:
@@ -139,103 +126,6 @@ def checkpoint_step(cell: Cell) -> int | None:
         return None
 
 
-class CellJob:
-    """One cell as a submitit task: ``gnbench train`` in a child process, requeued on Slurm's signal.
-
-    submitit pickles the object; it calls it when the job starts (again after each requeue) and
-    calls :meth:`checkpoint` from its SIGUSR2 handler.
-    """
-
-    def __init__(self, cell: Cell, gpus: int, signal_delay_s: int) -> None:
-        self.cell, self.gpus, self.signal_delay_s = cell, gpus, signal_delay_s
-        self._child: subprocess.Popen | None = None
-        self._exited = threading.Event()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"cell": self.cell, "gpus": self.gpus, "signal_delay_s": self.signal_delay_s}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)
-
-    def command(self) -> list[str]:
-        """The cell's ``gnbench train`` command as it stands now: a resume when a checkpoint is there."""
-        arguments = self.cell.command()[1:]
-        if self.gpus > 1:
-            return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.gpus}",
-                    "-m", "gn_plugin.cli", *arguments]
-        return [sys.executable, "-m", "gn_plugin.cli", *arguments]
-
-    def __call__(self) -> str:
-        cell = self.cell
-        job = {"job_id": job_id(), "host": socket.gethostname(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
-        if cell.finished:
-            write_state(cell, "done", **job)
-            return "done"
-        environment = dict(os.environ)
-        threads = environment.get("SLURM_CPUS_PER_TASK", "1")
-        environment.setdefault("OMP_NUM_THREADS", threads)
-        environment.setdefault("MKL_NUM_THREADS", environment["OMP_NUM_THREADS"])
-        command = self.command()
-        cell.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(cell.log_path, "a") as log:
-            log.write(f"# {now()} Slurm job {job['job_id']} on {job['host']}: {shlex.join(command)}\n")
-            log.flush()
-            self._child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-        write_state(cell, "running", **job, pid=self._child.pid)
-        # a thread reaps the child, so that checkpoint(), called from a signal handler while this
-        # thread waits, never waits on the child itself
-        threading.Thread(target=self._reap, daemon=True).start()
-        while not self._exited.wait(1.0):
-            pass
-        code = self._child.returncode
-        if code == 0:
-            write_state(cell, "done", **job)
-            return "done"
-        step = checkpoint_step(cell)
-        if code in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT):
-            saved = f"its checkpoint at step {step} is kept" if step is not None else "it had no checkpoint yet"
-            write_state(cell, "cancelled", **job, reason=f"stopped by {signal.Signals(abs(code) % 128).name}; {saved}")
-            return "cancelled"
-        reason = f"exit {code}: {last_log_line(cell)}"
-        write_state(cell, "failed", **job, reason=reason, log=str(cell.log_path))
-        raise RuntimeError(f"cell {cell.id} failed ({reason}); its log is {cell.log_path}")
-
-    def _reap(self) -> None:
-        self._child.wait()
-        self._exited.set()
-
-    def checkpoint(self) -> Any:
-        """On Slurm's SIGUSR2: wait for the child to write its checkpoint and exit, then ask for the requeue.
-
-        Slurm has signalled the child too; the signal is sent once more for schedulers that signal
-        only this process (a repeated SIGUSR2 changes nothing for ``gnbench train``). The wait ends
-        well before ``signal_delay_s``, when Slurm would kill the job.
-        """
-        from submitit.helpers import DelayedSubmission
-
-        child = self._child
-        if child is not None and not self._exited.is_set():
-            try:
-                os.kill(child.pid, signal.SIGUSR2)
-            except ProcessLookupError:
-                pass
-            self._exited.wait(max(1.0, min(self.signal_delay_s - 15.0, 0.8 * self.signal_delay_s)))
-        step = checkpoint_step(self.cell)
-        write_state(self.cell, "requeued", job_id=job_id(), host=socket.gethostname(),
-                    reason=f"time limit or preemption; resumes from step {step}" if step else "time limit or preemption")
-        return DelayedSubmission(CellJob(self.cell, self.gpus, self.signal_delay_s))
-
-
-def job_id() -> str:
-    """This job's id as Slurm lists it (``<array>_<index>`` for an array task)."""
-    try:
-        import submitit
-
-        return str(submitit.JobEnvironment().job_id)
-    except (ImportError, RuntimeError, KeyError):
-        return os.environ.get("SLURM_JOB_ID", "")
-
-
 # -- what each cell is doing -----------------------------------------------------------------------
 def submissions_path(root: Path) -> Path:
     return root / SLURM_DIR / "submissions.jsonl"
@@ -245,8 +135,7 @@ def submitted_jobs(root: Path) -> dict[str, str]:
     """Cell id -> the Slurm job id of its latest submission."""
     jobs: dict[str, str] = {}
     for record in read_jsonl(submissions_path(root))[0]:
-        for index, cell_id in enumerate(record.get("cells", [])):
-            jobs[cell_id] = f"{record['job_id']}_{index}"
+        jobs.update(zip(record.get("cells", []), record.get("jobs", [])))
     return jobs
 
 
@@ -313,7 +202,7 @@ def status_of(cell: Cell, job: str | None, slurm_state: str) -> CellStatus:
     if slurm_state == "UNKNOWN" and own.get("state") in ("running", "requeued"):
         return CellStatus(cell, own["state"], job, where)  # accounting has not caught up yet
     ended = f"Slurm says {slurm_state}" if slurm_state != "UNKNOWN" else "Slurm no longer knows the job"
-    return CellStatus(cell, "failed", job, f"vanished ({ended}); last log line: {last_log_line(cell)}; log {cell.log_path}")
+    return CellStatus(cell, "failed", job, f"vanished ({ended}); last log line: {slurm_job.last_line(str(cell.log_path))}; log {cell.log_path}")
 
 
 # -- the plan --------------------------------------------------------------------------------------
@@ -467,15 +356,17 @@ def submit(
     for line in plan_lines(estimates, settings, gpus, cpus, timeouts):
         log(line)
     executor = make_executor(root, spec.name, settings, gpus, cpus, timeouts, cluster)
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(slurm_job)  # the job process reads it without importing torch
     try:
         with executor.batch():  # one job array; each task is its CellJob, whose checkpoint() submitit calls
-            jobs = [executor.submit(CellJob(cell, gpus, settings.signal_delay_s)) for cell in cells]
+            jobs = [executor.submit(cell_job(cell, gpus, settings.signal_delay_s)) for cell in cells]
     except Exception as exc:  # sbatch refused the job: a bad partition, account or option
         message = " ".join(str(exc).split())
         raise GnPluginError(f"Slurm refused the job array: {message[-400:]}") from None
-    array = str(jobs[0].job_id).split("_")[0]
     append_jsonl(submissions_path(root), {
-        "job_id": array, "cells": [cell.id for cell in cells], "submitted_at": now(),
+        "cells": [cell.id for cell in cells], "jobs": [str(job.job_id) for job in jobs], "submitted_at": slurm_job.now(),
         "command": shlex.join(["gnbench", *sys.argv[1:]]),
     })
     return jobs
@@ -533,9 +424,11 @@ def run_on_slurm(
         if all(s.state == "done" for s in states):
             return True
         again = [s.cell for s in states if s.state in RESUBMITTED]
-        if status_only or not again:
-            if not again:
-                log(f"nothing to submit; follow with: {spec_command} --status (or squeue --me)")
+        if not again:
+            log(f"nothing to submit; follow with: {spec_command} --status (or squeue --me)")
+            return False
+        if status_only:
+            log(f"{len(again)} cell(s) to submit: run `{spec_command}`")
             return False
         from gn_plugin.experiments.bench import check_cells
 
@@ -544,7 +437,7 @@ def run_on_slurm(
     finally:
         lock.release()
     array = str(jobs[0].job_id).split("_")[0]
-    log(f"submitted job array {array}: {len(jobs)} cell(s), {array}_[0-{len(jobs) - 1}]")
+    log(f"submitted job {array}: {len(jobs)} cell(s)" + (f" as the job array {array}_[0-{len(jobs) - 1}]" if len(jobs) > 1 else ""))
     log(f"follow with: squeue -j {array}   or   {spec_command} --status   (logs: {root / 'logs'})")
     if not wait:
         log(f"once every cell is done, `{spec_command}` writes the report")

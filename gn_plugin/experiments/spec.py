@@ -260,9 +260,13 @@ class Cell:
 
     def command(self) -> list[str]:
         """The ``gnbench train`` command of this cell: resume when a checkpoint exists, else start."""
-        if self.files.latest_checkpoint.is_file():
-            return ["gnbench", "train", str(self.run_dir), "--resume", "--no-progress"]
+        return self.resume_command() if self.files.latest_checkpoint.is_file() else self.new_command()
+
+    def new_command(self) -> list[str]:
         return ["gnbench", "train", str(self.config_path), "--out", str(self.run_dir), "--no-progress"]
+
+    def resume_command(self) -> list[str]:
+        return ["gnbench", "train", str(self.run_dir), "--resume", "--no-progress"]
 
 
 def nest(dotted: dict[str, Any]) -> dict[str, Any]:
