@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from gn_plugin.cli import main
-from gn_plugin.experiments import slurm, slurm_job
+from gn_plugin.experiments import bench, slurm, slurm_job
 from gn_plugin.experiments import spec as bench_spec
 
 from run_weights import assert_same_weights
@@ -100,13 +100,13 @@ def test_the_plan_estimates_from_measured_steps_or_perf_figures_and_sizes_the_re
         {"model": "mlp", "group": "fp32", "method": "sn", "seconds": 0.5},
         {"model": "mlp", "group": "naive", "method": "sn", "seconds": 9.0},
     ]}))
-    estimates = {e.cell.method: e for e in slurm.estimate(cells, settings)}
+    estimates = {e.cell.method: e for e in slurm.estimate(cells, settings, bench.steps_done)}
     # gn: 0.9 s per step measured over its first 1,000 steps, 10,000 - 0 logged steps left
     assert estimates["gn"].seconds == pytest.approx(9000.0) and "measured: 1000 steps of gn__seed0" in estimates["gn"].how
     assert estimates["sn"].seconds is None
     assert slurm.max_num_timeout(list(estimates.values()), settings) == 3 + 2 - 1  # 9,000 s in slots of 3,300 s: 3
     settings = slurm.launcher_settings(spec, [f"perf={perf}"])
-    estimates = {e.cell.method: e for e in slurm.estimate(cells, settings)}
+    estimates = {e.cell.method: e for e in slurm.estimate(cells, settings, bench.steps_done)}
     assert estimates["sn"].seconds == pytest.approx(5000.0) and "a test GPU" in estimates["sn"].how
     lines = slurm.plan_lines(list(estimates.values()), settings, gpus=1, cpus=4, timeouts=4)
     assert "gn: 1 cell(s), about 2.50 h each (2.50 GPU-hours, 3 job(s) of 60 min)" in lines[1]
@@ -134,6 +134,8 @@ def test_each_cell_state_combines_its_summary_its_job_s_record_and_slurm(tmp_pat
     write_state(cell, "cancelled", job_id="7_0", reason="stopped by SIGTERM; its checkpoint at step 50 is kept")
     assert slurm.status_of(cell, "7_0", "CANCELLED").state == "cancelled"
     assert slurm.status_of(cell, "8_0", "CANCELLED").detail == "cancelled before it started"  # another job's record
+    write_state(cell, "running", job_id="7_0", host="node3")
+    assert slurm.status_of(cell, "7_0", "CANCELLED").detail == "stopping: writing its checkpoint"
     write_state(cell, "running", job_id="7_0", host="node3")
     cell.log_path.parent.mkdir(parents=True)
     cell.log_path.write_text("step 50\nKilled\n")
@@ -174,7 +176,7 @@ def test_a_cell_signalled_like_a_time_limit_is_requeued_and_ends_bit_identical(t
     watcher = threading.Thread(target=read_states, args=(cell, seen, stop))
     watcher.start()
     try:
-        (job,) = slurm.submit(spec, cells, settings, log=lambda line: None, cluster="local")
+        (job,) = slurm.submit(spec, cells, settings, steps_done=bench.steps_done, log=lambda line: None, cluster="local")
         deadline = time.monotonic() + 120
         while not (cell.files.latest_checkpoint.is_file() and slurm.read_state(cell).get("state") == "running"):
             assert time.monotonic() < deadline and not job.done(), cell.log_path.read_text()

@@ -320,7 +320,7 @@ def run_benchmark(
     if launcher == "slurm" and not print_commands:
         from gn_plugin.experiments.slurm import run_on_slurm
 
-        if not run_on_slurm(spec, cells, log=log, **(slurm_options or {})):
+        if not run_on_slurm(spec, cells, check_cells=check_cells, steps_done=steps_done, log=log, **(slurm_options or {})):
             return []
         failed: list[str] = []  # every cell has its summary
     else:

@@ -194,9 +194,11 @@ def status_of(cell: Cell, job: str | None, slurm_state: str) -> CellStatus:
         if own.get("state") == "requeued":
             return CellStatus(cell, "requeued", job, own.get("reason", ""))
         return CellStatus(cell, "running", job, where)
-    if own.get("state") == "cancelled" or (slurm_state == "CANCELLED" and own.get("state") != "failed"):
-        reason = own.get("reason") or "cancelled before it started"
-        return CellStatus(cell, "cancelled", job, reason)
+    if own.get("state") == "cancelled":
+        return CellStatus(cell, "cancelled", job, own.get("reason", ""))
+    if slurm_state == "CANCELLED" and own.get("state") != "failed":
+        stopping = own.get("state") in ("running", "requeued")
+        return CellStatus(cell, "cancelled", job, "stopping: writing its checkpoint" if stopping else "cancelled before it started")
     if own.get("state") == "failed":
         return CellStatus(cell, "failed", job, f"{own.get('reason', '')}; log {cell.log_path}")
     if slurm_state == "UNKNOWN" and own.get("state") in ("running", "requeued"):
@@ -243,9 +245,9 @@ def perf_seconds_per_step(cell: Cell, perf_file: str | None) -> tuple[float, str
     return None
 
 
-def estimate(cells: list[Cell], settings: LauncherSettings) -> list[Estimate]:
+def estimate(cells: list[Cell], settings: LauncherSettings, steps_done: Callable[[Cell], int]) -> list[Estimate]:
     """Seconds each cell needs: the cell's own measured steps, else another cell of its method's, else
-    ``launcher.perf``'s step time, each times the steps left."""
+    ``launcher.perf``'s step time, each times the steps left (``steps_done``: the steps a cell has behind it)."""
     measured = {cell.id: measured_seconds_per_step(cell) for cell in cells}
     by_method: dict[str, tuple[float, str]] = {}
     for cell in cells:
@@ -258,8 +260,6 @@ def estimate(cells: list[Cell], settings: LauncherSettings) -> list[Estimate]:
             estimates.append(Estimate(cell, None, "no figure yet"))
             continue
         per_step, how = figure
-        from gn_plugin.experiments.bench import steps_done
-
         left = cell.config.train.steps - steps_done(cell)
         estimates.append(Estimate(cell, per_step * left, how))
     return estimates
@@ -345,13 +345,13 @@ def make_executor(root: Path, name: str, settings: LauncherSettings, gpus: int, 
 
 
 def submit(
-    spec: BenchSpec, cells: list[Cell], settings: LauncherSettings, *, log: Callable[[str], None] = print,
-    cluster: str = "slurm",
+    spec: BenchSpec, cells: list[Cell], settings: LauncherSettings, *, steps_done: Callable[[Cell], int],
+    log: Callable[[str], None] = print, cluster: str = "slurm",
 ) -> list[Any]:
     """Print the plan and submit ``cells`` as one job array; returns submitit's jobs (one per cell)."""
     root = cells[0].root
     gpus, cpus = gpus_per_cell(settings, cells), cpus_per_cell(settings, cells)
-    estimates = estimate(cells, settings)
+    estimates = estimate(cells, settings, steps_done)
     timeouts = max_num_timeout(estimates, settings)
     for line in plan_lines(estimates, settings, gpus, cpus, timeouts):
         log(line)
@@ -372,14 +372,12 @@ def submit(
     return jobs
 
 
-def follow(cells: list[Cell], log: Callable[[str], None] = print, progress: bool | None = None) -> list[CellStatus]:
+def follow(cells: list[Cell], steps_done: Callable[[Cell], int], progress: bool | None = None) -> list[CellStatus]:
     """Show a progress bar of every cell's steps until no cell is pending, running or requeued; returns the states.
 
     Ctrl-C stops following; the jobs go on.
     """
     total = sum(cell.config.train.steps for cell in cells)
-    from gn_plugin.experiments.bench import steps_done
-
     counted = lambda: sum(steps_done(cell) for cell in cells)  # noqa: E731
     bar = tqdm(total=total, initial=counted(), unit="step", desc=f"{len(cells)} runs", disable=None if progress is None else not progress)
     try:
@@ -404,12 +402,16 @@ def count_states(states: list[CellStatus]) -> dict[str, int]:
 
 
 def run_on_slurm(
-    spec: BenchSpec, cells: list[Cell], *, spec_command: str = "gnbench bench SPEC --launcher slurm",
-    overrides: list[str] | None = None,
+    spec: BenchSpec, cells: list[Cell], *, check_cells: Callable[[list[Cell]], None], steps_done: Callable[[Cell], int],
+    spec_command: str = "gnbench bench SPEC --launcher slurm", overrides: list[str] | None = None,
     wait: bool = False, status_only: bool = False, log: Callable[[str], None] = print, cluster: str = "slurm",
 ) -> bool:
     """Show every cell's state, submit the cells to (re)run, optionally follow them; returns whether every
-    cell has its summary (the bench then writes the report)."""
+    cell has its summary (the bench then writes the report).
+
+    ``check_cells`` builds the cells' components before anything is submitted; ``steps_done`` counts a
+    cell's steps (both from :mod:`gn_plugin.experiments.bench`, which calls this).
+    """
     settings = launcher_settings(spec, overrides)
     require_submitit()
     root = cells[0].root
@@ -430,10 +432,8 @@ def run_on_slurm(
         if status_only:
             log(f"{len(again)} cell(s) to submit: run `{spec_command}`")
             return False
-        from gn_plugin.experiments.bench import check_cells
-
         check_cells(again)
-        jobs = submit(spec, again, settings, log=log, cluster=cluster)
+        jobs = submit(spec, again, settings, steps_done=steps_done, log=log, cluster=cluster)
     finally:
         lock.release()
     array = str(jobs[0].job_id).split("_")[0]
@@ -442,7 +442,7 @@ def run_on_slurm(
     if not wait:
         log(f"once every cell is done, `{spec_command}` writes the report")
         return False
-    states = follow(cells, log)
+    states = follow(cells, steps_done)
     for status in states:
         if status.state != "done":
             log(status.line())

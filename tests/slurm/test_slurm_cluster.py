@@ -8,8 +8,8 @@ overlap; each test then waits for its own:
 - pair: two cells at once, each with its own CUDA_VISIBLE_DEVICES; one of them is sent back by
   ``scontrol requeue`` while it runs; then the bench command again writes the report, whose
   results.csv metrics equal a local bench's of the same spec;
-- time limit: a cell that needs two or more jobs of ``--time=1`` ends bit-identical to an
-  uninterrupted run;
+- time limit: a cell whose job reaches its time limit (cut to 45 s from now while it runs) is
+  requeued and ends bit-identical to an uninterrupted run;
 - preemption: a cell in the ``low`` partition, preempted by a job in ``high``, ends bit-identical;
 - scancel: the cell ends cancelled with its checkpoint, and the status says so.
 """
@@ -92,12 +92,12 @@ class Scenarios:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        pair = write_spec(folder, "pair", 1500, {"gpus_per_cell": 1}, {"gn": {"norm": "gn"}, "sn": {"norm": "sn"}})
-        long_cell = {"time_min": 1, "gpus_per_cell": 0, "max_num_timeout": 8}
+        pair = write_spec(folder, "pair", 3000, {"gpus_per_cell": 1}, {"gn": {"norm": "gn"}, "sn": {"norm": "sn"}})
+        long_cell = {"time_min": 10, "gpus_per_cell": 0, "max_num_timeout": 8}
         self.specs = {
             "pair": pair,
-            "time": write_spec(folder, "time", 2000, long_cell),
-            "preempt": write_spec(folder, "preempt", 2000, {"partition": "low", "gpus_per_cell": 1, "time_min": 10}),
+            "time": write_spec(folder, "time", 3000, long_cell),
+            "preempt": write_spec(folder, "preempt", 3000, {"partition": "low", "gpus_per_cell": 1, "time_min": 10}),
             "cancel": write_spec(folder, "cancel", 100_000, {"time_min": 10, "gpus_per_cell": 0}),
         }
         self.out = {name: folder / name for name in self.specs}
@@ -107,12 +107,27 @@ class Scenarios:
             [sys.executable, "-m", "gn_plugin.cli", "bench", str(pair), "--out", str(folder / "local"), "--jobs", "1"],
             env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
-        config = self.cells["time"][0].config_path  # the preempted cell has the same config
-        self.straight = subprocess.Popen(
-            [sys.executable, "-m", "gn_plugin.cli", "train", str(config), "--out", str(folder / "straight"), "--no-progress"],
-            env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
+        # its gn cell is also the uninterrupted run of the time-limited and the preempted cell (the same config)
+        self.straight = folder / "local" / "runs" / "gn__seed0"
         self.preempting_job: str | None = None
+        self.time_limit_cut = False
+        self.time_limit = threading.Thread(target=self.cut_time_limit, daemon=True)
+        self.time_limit.start()
+
+    def cut_time_limit(self) -> None:
+        """Slurm's own time limit: once the cell runs with a checkpoint, its job's limit is cut to 45 s
+        from now (a limit of a minute from the start would let Slurm's early warning arrive before the
+        job's process could take it); it goes back to 10 minutes once the cell has been requeued."""
+        (cell,) = self.cells["time"]
+        wait_until(lambda: slurm.read_state(cell).get("state") == "running" and cell.files.latest_checkpoint.is_file(),
+                   180, "the cell running with a checkpoint")
+        job = slurm_job(cell)
+        elapsed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True, text=True, check=True).stdout
+        seconds = sum(int(part) * 60**i for i, part in enumerate(reversed(elapsed.strip().split(":")))) + 45
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={seconds // 60}:{seconds % 60:02d}"], check=True)
+        wait_until(lambda: slurm.read_state(cell).get("state") == "requeued", 180, "the time limit's requeue")
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
+        self.time_limit_cut = True
 
     def submit_preempted_cell(self) -> None:
         """The low-partition cell, once the pair's GPUs are free; a job in `high` that needs both GPUs
@@ -130,8 +145,9 @@ class Scenarios:
         self.preemptor.start()
 
     def reference(self, process: subprocess.Popen) -> None:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr
+        if process.returncode is None:
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +155,8 @@ def scenarios(tmp_path_factory):
     runs = Scenarios(tmp_path_factory.mktemp("cluster"))
     yield runs
     subprocess.run(["scancel", "--quiet", "--user", os.environ.get("USER", "root")], check=False)
-    for process in (runs.local_bench, runs.straight):
-        if process.poll() is None:
-            process.kill()
+    if runs.local_bench.poll() is None:
+        runs.local_bench.kill()
 
 
 def read_rows(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
@@ -157,7 +172,7 @@ def metrics(row: dict[str, str]) -> dict[str, str]:
 # -- the scenarios -----------------------------------------------------------------------------------
 def test_two_cells_running_at_once_get_different_gpus_and_scontrol_requeue_resumes_one(scenarios):
     cells = scenarios.cells["pair"]
-    wait_until(lambda: set(states(cells).values()) == {"running"} and all(c.files.latest_checkpoint.is_file() for c in cells),
+    wait_until(lambda: all(slurm.read_state(c).get("state") == "running" and c.files.latest_checkpoint.is_file() for c in cells),
                180, "both cells running with a checkpoint")
     records = [slurm.read_state(cell) for cell in cells]
     assert {r["state"] for r in records} == {"running"}
@@ -187,7 +202,7 @@ def test_scancel_leaves_a_cancelled_cell_with_its_checkpoint(scenarios):
     wait_until(lambda: cell.files.latest_checkpoint.is_file() and states([cell])[cell.id] == "running", 180,
                "the cell running with a checkpoint")
     subprocess.run(["scancel", slurm_job(cell)], check=True)
-    wait_until(lambda: settled([cell]), 120, "the cancelled cell to end")
+    wait_until(lambda: slurm.read_state(cell).get("state") == "cancelled", 120, "the cancelled cell to end")
     step = slurm.checkpoint_step(cell)
     out = gnbench("bench", str(scenarios.specs["cancel"]), "--out", str(scenarios.out["cancel"]), "--launcher", "slurm", "--status")
     assert f"gn__seed0: cancelled (job {slurm_job(cell)}): stopped by SIGTERM; its checkpoint at step {step} is kept" in out
@@ -196,12 +211,15 @@ def test_scancel_leaves_a_cancelled_cell_with_its_checkpoint(scenarios):
 
 def test_a_cell_cut_by_the_time_limit_is_requeued_and_ends_bit_identical(scenarios):
     (cell,) = scenarios.cells["time"]
-    wait_until(lambda: settled([cell]), 420, "the time-limited cell to finish")
+    scenarios.time_limit.join(timeout=400)
+    assert scenarios.time_limit_cut, "the time limit was not cut (see cut_time_limit)"
+    wait_until(lambda: settled([cell]), 300, "the time-limited cell to finish")
     assert states([cell]) == {cell.id: "done"}
     log = cell.log_path.read_text()
     assert "stopped by SIGUSR2 at step" in log and "resumed at step" in log
-    scenarios.reference(scenarios.straight)
-    assert_same_weights(cell.run_dir, scenarios.folder / "straight")
+    scenarios.reference(scenarios.local_bench)
+    assert cell.config.to_dict() == scenarios.cells["pair"][0].config.to_dict()
+    assert_same_weights(cell.run_dir, scenarios.straight)
 
 
 def test_a_preempted_cell_is_requeued_and_ends_bit_identical(scenarios):
@@ -216,5 +234,6 @@ def test_a_preempted_cell_is_requeued_and_ends_bit_identical(scenarios):
 
     # sent back while the job in `high` ran, long before its own 10-minute limit
     assert "REQUEUED" in history(slurm_job(cell)) and history(scenarios.preempting_job) == ["COMPLETED"]
-    scenarios.reference(scenarios.straight)
-    assert_same_weights(cell.run_dir, scenarios.folder / "straight")
+    scenarios.reference(scenarios.local_bench)
+    assert cell.config.to_dict() == scenarios.cells["pair"][0].config.to_dict()
+    assert_same_weights(cell.run_dir, scenarios.straight)
