@@ -6,11 +6,12 @@ id and how to follow it, then returns (``--wait`` follows the array until it is 
 same command again shows each cell's state (:func:`cell_states`), submits the cells that failed,
 were cancelled or vanished, and once every cell has its summary the bench writes its report.
 
-On the node each task is a :class:`~gn_plugin.experiments.slurm_job.CellJob`. When its job starts it decides between a new run and a
-resume (a checkpoint is there) and runs ``gnbench train`` as a child process. Slurm sends SIGUSR2 to
-every process of the job ahead of a time limit or a preemption: the child checkpoints and exits, and
-its ``checkpoint()`` waits for it and hands submitit the requeue. ``scancel`` sends SIGTERM:
-the child checkpoints and exits, and the cell ends cancelled. A crash ends the cell failed, with its
+On the node each task is a :class:`~gn_plugin.experiments.slurm_job.CellJob`. When its job starts
+it decides between a new run and a resume (a checkpoint is there) and runs ``gnbench train`` as a
+child process. Slurm sends SIGUSR2 to every process of the job ahead of a time limit or a
+preemption: the child checkpoints and exits, and the task's ``checkpoint()`` waits for it and hands
+submitit the requeue. ``scancel`` sends SIGTERM: the child checkpoints and exits, and the cell ends
+cancelled. A crash ends the cell failed, with its
 log's last line; the next ``gnbench bench`` resubmits it.
 
 What the cells did is kept in ``<out>/slurm/``: ``submissions.jsonl`` (each array's job id and its
@@ -112,18 +113,6 @@ def cell_job(cell: Cell, gpus: int, signal_delay_s: int) -> slurm_job.CellJob:
         checkpoint_path=str(files.latest_checkpoint), summary_path=str(files.summary), log=str(cell.log_path),
         state=str(state_path(cell)), signal_delay_s=signal_delay_s,
     )
-
-
-def checkpoint_step(cell: Cell) -> int | None:
-    """The step of the cell's latest checkpoint (None: it has none)."""
-    if not cell.files.latest_checkpoint.is_file():
-        return None
-    from gn_plugin.training import checkpoint
-
-    try:
-        return int(checkpoint.load(cell.files.latest_checkpoint)["step"])
-    except (GnPluginError, KeyError, TypeError, ValueError):
-        return None
 
 
 # -- what each cell is doing -----------------------------------------------------------------------

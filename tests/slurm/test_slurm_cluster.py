@@ -30,7 +30,7 @@ import yaml
 from gn_plugin.experiments import slurm
 from gn_plugin.experiments import spec as bench_spec
 
-from run_weights import assert_same_weights
+from run_weights import assert_same_weights, checkpoint_step
 
 pytestmark = [
     pytest.mark.slurm,
@@ -125,7 +125,7 @@ class Scenarios:
         elapsed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True, text=True, check=True).stdout
         seconds = sum(int(part) * 60**i for i, part in enumerate(reversed(elapsed.strip().split(":")))) + 45
         subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={seconds // 60}:{seconds % 60:02d}"], check=True)
-        wait_until(lambda: slurm.read_state(cell).get("state") == "requeued", 180, "the time limit's requeue")
+        wait_until(lambda: "stopped by SIGUSR2" in cell.log_path.read_text(), 240, "the time limit's signal")
         subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
         self.time_limit_cut = True
 
@@ -203,7 +203,7 @@ def test_scancel_leaves_a_cancelled_cell_with_its_checkpoint(scenarios):
                "the cell running with a checkpoint")
     subprocess.run(["scancel", slurm_job(cell)], check=True)
     wait_until(lambda: slurm.read_state(cell).get("state") == "cancelled", 120, "the cancelled cell to end")
-    step = slurm.checkpoint_step(cell)
+    step = checkpoint_step(cell.run_dir)
     out = gnbench("bench", str(scenarios.specs["cancel"]), "--out", str(scenarios.out["cancel"]), "--launcher", "slurm", "--status")
     assert f"gn__seed0: cancelled (job {slurm_job(cell)}): stopped by SIGTERM; its checkpoint at step {step} is kept" in out
     assert step >= 50 and not cell.finished
