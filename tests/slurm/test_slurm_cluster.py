@@ -68,11 +68,11 @@ def submit(spec: Path, out: Path) -> list[bench_spec.Cell]:
     return bench_spec.expand(bench_spec.load_spec(spec), spec, out)
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
+def wait_until(condition, timeout: float, what: str, poll_s: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
+        time.sleep(poll_s)
 
 
 def states(cells) -> dict[str, str]:
@@ -101,7 +101,11 @@ class Scenarios:
             "cancel": write_spec(folder, "cancel", 100_000, {"time_min": 10, "gpus_per_cell": 0}),
         }
         self.out = {name: folder / name for name in self.specs}
-        self.cells = {name: submit(self.specs[name], self.out[name]) for name in ("pair", "time", "cancel")}
+        self.cells = {"pair": submit(pair, self.out["pair"])}
+        self.pair_running: list[dict] = []
+        self.pair_watch = threading.Thread(target=self.requeue_one_of_the_pair, daemon=True)
+        self.pair_watch.start()
+        self.cells.update({name: submit(self.specs[name], self.out[name]) for name in ("time", "cancel")})
         # what the cluster's results must equal, computed here meanwhile with the cells' one thread
         self.local_bench = subprocess.Popen(
             [sys.executable, "-m", "gn_plugin.cli", "bench", str(pair), "--out", str(folder / "local"), "--jobs", "1"],
@@ -113,6 +117,16 @@ class Scenarios:
         self.time_limit_cut = False
         self.time_limit = threading.Thread(target=self.cut_time_limit, daemon=True)
         self.time_limit.start()
+
+    def requeue_one_of_the_pair(self) -> None:
+        """Once both cells of the pair run with a checkpoint, note what their jobs wrote and send the
+        first one back with `scontrol requeue`."""
+        cells = self.cells["pair"]
+        wait_until(lambda: all(slurm.read_state(c).get("state") == "running" and c.files.latest_checkpoint.is_file()
+                               for c in cells), 180, "both cells running with a checkpoint", poll_s=0.05)
+        records = [slurm.read_state(cell) for cell in cells]
+        subprocess.run(["scontrol", "requeue", records[0]["job_id"]], check=True)
+        self.pair_running = records
 
     def cut_time_limit(self) -> None:
         """Slurm's own time limit: once the cell runs with a checkpoint, its job's limit is cut to 45 s
@@ -172,13 +186,11 @@ def metrics(row: dict[str, str]) -> dict[str, str]:
 # -- the scenarios -----------------------------------------------------------------------------------
 def test_two_cells_running_at_once_get_different_gpus_and_scontrol_requeue_resumes_one(scenarios):
     cells = scenarios.cells["pair"]
-    wait_until(lambda: all(slurm.read_state(c).get("state") == "running" and c.files.latest_checkpoint.is_file() for c in cells),
-               180, "both cells running with a checkpoint")
-    records = [slurm.read_state(cell) for cell in cells]
-    assert {r["state"] for r in records} == {"running"}
+    scenarios.pair_watch.join(timeout=200)
+    records = scenarios.pair_running
+    assert records and {r["state"] for r in records} == {"running"}, "the pair never ran at once (see requeue_one_of_the_pair)"
     assert sorted(r["gpus"] for r in records) == ["0", "1"]  # one stand-in GPU each, at the same time
     gn = cells[0]
-    subprocess.run(["scontrol", "requeue", slurm_job(gn)], check=True)
     wait_until(lambda: settled(cells), 300, "the pair to finish")
     assert states(cells) == {"gn__seed0": "done", "sn__seed0": "done"}
     log = gn.log_path.read_text()
