@@ -151,7 +151,7 @@ class Scenarios:
 
         def preempt() -> None:
             wait_until(lambda: cell.files.latest_checkpoint.is_file(), 240, "the cell's first checkpoint")
-            result = subprocess.run(["sbatch", "--parsable", "-p", "high", "--gres=gpu:2", "--wrap", "sleep 2"],
+            result = subprocess.run(["sbatch", "--parsable", "-p", "high", "--gres=gpu:2", "-o", str(self.folder / "high-%j.out"), "--wrap", "sleep 2"],
                                     capture_output=True, text=True, check=True)
             self.preempting_job = result.stdout.strip()
 
