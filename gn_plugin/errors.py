@@ -6,7 +6,7 @@ class GnPluginError(Exception):
 
 
 class Interrupted(GnPluginError):
-    """Stopped by SIGINT or SIGTERM after saving what could be saved; the exit status is 128 + the signal."""
+    """Stopped by SIGINT, SIGTERM or SIGUSR2 after saving what could be saved; the exit status is 128 + the signal."""
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)

@@ -1,4 +1,4 @@
-"""Comparing the weights two run directories ended with (shared by the resume tests)."""
+"""Comparing the weights two run directories ended with, and reading a checkpoint's step (shared by the resume tests)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,9 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's latest checkpoint (None: it has none)."""
+    path = RunFiles(run_dir).latest_checkpoint
+    return int(checkpoint.load(path)["step"]) if path.is_file() else None

@@ -14,6 +14,7 @@ import re
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -187,7 +188,7 @@ def logged_lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2], ids=["SIGINT", "SIGTERM", "SIGUSR2"])
 def test_a_signal_checkpoints_the_last_completed_step_and_exits_128_plus_it(tmp_path, signum):
     config_path = write_config(tmp_path / "config.yaml", train={**TINY["train"], "steps": 100_000, "checkpoint_every": 100_000})
     run = tmp_path / "run"
@@ -209,6 +210,46 @@ def test_a_signal_checkpoints_the_last_completed_step_and_exits_128_plus_it(tmp_
     # the checkpoint is step `step` of the run, exactly: an uninterrupted run of that many steps ends there
     train(load_config(config_path, [f"train.steps={step}"]), tmp_path / "straight", progress=False)
     assert_same_weights(run, tmp_path / "straight")
+
+
+def test_a_scheduler_s_mix_of_signals_to_every_process_still_checkpoints(tmp_path, image_folder):
+    """Slurm signals every process of a job step, and one event may bring TERM and USR2: the
+    DataLoader workers survive it, and the run still checkpoints its last step instead of stopping
+    at once (only a second Ctrl-C does that)."""
+    config_path = folder_config(tmp_path / "config.yaml", image_folder, workers=2, steps=100_000)
+    config = yaml.safe_load(config_path.read_text())
+    config["train"].update(checkpoint_every=100_000, log_every=5)
+    config_path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    process = subprocess.Popen([*GNBENCH, "train", str(config_path), "--out", str(run), "--no-progress"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: logged_lines(RunFiles(run).scalars) >= 2, process=process)
+        for signum in (signal.SIGUSR2, signal.SIGTERM, signal.SIGUSR2):
+            os.killpg(process.pid, signum)  # the training process and its loader workers, as Slurm does
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 128 + signal.SIGUSR2, stderr
+    line = error_line(stderr)
+    assert "stopped by SIGUSR2 at step" in line and "at once" not in line
+    step = checkpoint.load(RunFiles(run).latest_checkpoint)["step"]
+    assert step >= 10 and f"at step {step}," in line
+    train(load_config(config_path, [f"train.steps={step}"]), tmp_path / "straight", progress=False)
+    assert_same_weights(run, tmp_path / "straight")
+
+
+def test_only_a_second_sigint_stops_at_once():
+    from gn_plugin.errors import Interrupted
+    from gn_plugin.training.stopping import stop_signals
+
+    with stop_signals(second_stops_at_once=True) as stop:
+        for signum in (signal.SIGTERM, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
+            os.kill(os.getpid(), signum)
+        assert (stop.signum, stop.count) == (signal.SIGTERM, 4)
+        with pytest.raises(Interrupted, match="stopped at once by a second SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def bench_spec_file(folder: Path, **fields) -> Path:
@@ -362,10 +403,36 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, cap
     finally:
         lock.release()
     assert not RunFiles(run).holds_run()
-    (run / ".lock").write_text("pid 999999999 on host elsewhere, since 2020-01-01T00:00:00+00:00\n")  # its owner died
+    (run / ".lock").write_text(f"pid 999999999 on host {socket.gethostname()}, since 2020-01-01T00:00:00+00:00\n")  # it died
     assert main(["train", str(config_path), "--out", str(run), "--no-progress"]) == 0
-    assert "took over the lock of a process that is gone (pid 999999999 on host elsewhere" in (run / "log.txt").read_text()
+    assert "took over the lock of a process that is gone (pid 999999999 on host" in (run / "log.txt").read_text()
     assert not (run / ".lock").exists()
+
+
+def test_a_lock_held_on_another_host_is_stale_only_without_a_heartbeat_or_for_the_same_slurm_job(tmp_path, monkeypatch):
+    """flock may not reach across hosts on a network file system: a lock that names another host is
+    respected while its holder's heartbeat (the file's mtime) is fresh, whatever the pids here."""
+    lock_path = tmp_path / ".lock"
+    other = "pid 999999999 on host other-node, Slurm job 77, since 2026-01-01T00:00:00+00:00\n"
+    lock_path.write_text(other)
+    monkeypatch.setenv("SLURM_JOB_ID", "78")
+    with pytest.raises(GnPluginError, match="being written by a gnbench process on another host .*other-node.*heartbeat"):
+        RunLock(lock_path).acquire()
+    assert lock_path.read_text() == other  # untouched
+    old = time.time() - 121
+    os.utime(lock_path, (old, old))  # the holder stopped beating two minutes ago: gone
+    lock = RunLock(lock_path)
+    assert lock.acquire() == other.strip()
+    lock.release()
+    lock_path.write_text(other)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")  # a requeue of the same job: Slurm ended the old instance
+    lock = RunLock(lock_path, heartbeat_s=0.05)
+    assert lock.acquire() == other.strip()
+    assert f"on host {socket.gethostname()}, Slurm job 77, since" in lock_path.read_text()
+    os.utime(lock_path, (old, old))
+    time.sleep(0.3)  # the holder refreshes its heartbeat
+    assert time.time() - lock_path.stat().st_mtime < 5
+    lock.release()
 
 
 def test_out_into_another_runs_directory_is_refused(run_copy, tmp_path, capsys):

@@ -97,7 +97,7 @@ def run_cells(
     reaches it only through the bench: one SIGINT (Ctrl-C) or SIGTERM stops launching queued cells
     at once and is forwarded to the running ones, which checkpoint and exit; the bench waits for
     them and raises :class:`~gn_plugin.errors.Interrupted`. A further signal is forwarded again
-    (a cell then stops at once). One progress bar counts the generator steps of all cells (read
+    (a second Ctrl-C then stops a cell at once). One progress bar counts the generator steps of all cells (read
     from their ``scalars.jsonl``) with an ETA; a line is logged per finished cell. ``progress``:
     show the bar (None: when stderr is a terminal).
     """
@@ -307,17 +307,29 @@ def run_benchmark(
     print_commands: bool = False,
     write_docs: bool = True,
     log: Callable[[str], None] = print,
+    launcher: str = "local",
+    slurm_options: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Run a benchmark spec end to end; returns the report files written (none with ``print_commands``).
 
     The docs page named by the spec is written with ``write_docs`` and only when no ``overrides`` are
-    given: a modified benchmark is not the published one.
+    given: a modified benchmark is not the published one. ``launcher="slurm"`` submits the cells
+    instead (:func:`gn_plugin.experiments.slurm.run_on_slurm`, given ``slurm_options``); the report
+    is written once every cell has its summary.
     """
     spec, cells = prepare(spec_path, out, overrides)
-    invocation = execute(cells, jobs or resolve_jobs(spec.jobs), print_commands=print_commands, log=log)
-    if invocation is None:
-        print(f"# then run `gnbench bench {spec_path}` again to build the report", file=sys.stderr)
-        return []
+    if launcher == "slurm" and not print_commands:
+        from gn_plugin.experiments.slurm import run_on_slurm
+
+        if not run_on_slurm(spec, cells, check_cells=check_cells, steps_done=steps_done, log=log, **(slurm_options or {})):
+            return []
+        failed: list[str] = []  # every cell has its summary
+    else:
+        invocation = execute(cells, jobs or resolve_jobs(spec.jobs), print_commands=print_commands, log=log)
+        if invocation is None:
+            print(f"# then run `gnbench bench {spec_path}` again to build the report", file=sys.stderr)
+            return []
+        failed = invocation.failed
     root = cells[0].root
     finished = [cell for cell in cells if cell.finished]
     written = []
@@ -330,9 +342,9 @@ def run_benchmark(
             written += write_docs_page(report, spec_path, root, Path(spec.docs), seconds)
         for path in written:
             log(f"wrote {path}")
-    if invocation.failed:
+    if failed:
         raise GnPluginError(
-            f"{len(invocation.failed)} of {len(cells)} runs failed ({', '.join(invocation.failed)}); "
+            f"{len(failed)} of {len(cells)} runs failed ({', '.join(failed)}); "
             f"their output is in {root / 'logs'}"
         )
     return written
@@ -351,9 +363,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command_bench(args: argparse.Namespace) -> None:
     # A shipped spec chosen by name runs anywhere; only a spec file given by path writes its docs page.
+    if args.launcher == "local" and (args.wait or args.status or args.launcher_set):
+        raise GnPluginError("--wait, --status and --launcher-set go with --launcher slurm")
+    slurm_options = {
+        "overrides": args.launcher_set, "wait": args.wait, "status_only": args.status,
+        "spec_command": shlex.join(["gnbench", "bench", args.spec, *(["--out", args.out] if args.out else []),
+                                    *(["--set", *args.set] if args.set else []), "--launcher", "slurm"]),
+    }
     run_benchmark(
         find_spec(args.spec), jobs=args.jobs, out=args.out, overrides=args.set, print_commands=args.print_commands,
-        write_docs=Path(args.spec).suffix == ".yaml",
+        write_docs=Path(args.spec).suffix == ".yaml", launcher=args.launcher, slurm_options=slurm_options,
     )
 
 
@@ -366,4 +385,18 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         "spec", help="benchmark spec YAML (e.g. yaml_configs/bench/digits.yaml), or the name of a shipped one (digits)"
     )
     add_arguments(bench)
+    bench.add_argument(
+        "--launcher", choices=["local", "slurm"], default="local",
+        help="local: run the cells here (--jobs at a time); slurm: submit them as one Slurm job array through "
+        "submitit and return (run the command again to see their state, resubmit failed ones and, once all are "
+        "done, write the report)",
+    )
+    bench.add_argument(
+        "--launcher-set", nargs="+", default=[], metavar="KEY=VALUE",
+        help="override the spec's launcher: settings (partition=gpu time_min=240 gpus_per_cell=1 ...)",
+    )
+    bench.add_argument("--wait", action="store_true", help="with --launcher slurm: follow the job array until it is done")
+    bench.add_argument(
+        "--status", action="store_true", help="with --launcher slurm: show each cell's state and submit nothing"
+    )
     bench.set_defaults(handler=command_bench)

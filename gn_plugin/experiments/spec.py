@@ -54,6 +54,53 @@ COMPONENT_KEYS = ("norm", "loss", "regularizers")
 NAME_PATTERN = r"^[\w.+-]+$"
 
 
+class LauncherSettings(Strict):
+    """Where and how ``gnbench bench --launcher slurm`` runs the cells: one Slurm job array, one task per cell.
+
+    Each key can also be given on the command line (``--launcher-set partition=gpu time_min=240``).
+    """
+
+    partition: str | None = Field(None, description="Slurm partition (sbatch --partition); none: the cluster's default")
+    account: str | None = Field(None, description="account to charge (sbatch --account)")
+    qos: str | None = Field(None, description="quality of service (sbatch --qos)")
+    constraint: str | None = Field(None, description="node features required (sbatch --constraint), e.g. a100")
+    time_min: int = Field(
+        1440, ge=1, description="time limit of one job in minutes (sbatch --time); a cell that needs longer is "
+        "checkpointed and requeued, see max_num_timeout",
+    )
+    gpus_per_cell: int | None = Field(
+        None, ge=0, description="GPUs per cell; none: 1 where the cells train on CUDA (train.device auto or cuda), "
+        "else 0. More than 1 runs the cell under torchrun",
+    )
+    cpus_per_cell: int | None = Field(
+        None, ge=1, description="CPU cores per cell (sbatch --cpus-per-task); none: data.num_workers + 1, at least 2. "
+        "The cell's OMP_NUM_THREADS",
+    )
+    mem: str | None = Field(None, description="memory per cell (sbatch --mem), e.g. 32G; none: the cluster's default")
+    array_parallelism: int | None = Field(
+        None, ge=1, description="most cells running at once (the %N of sbatch --array); none: all of them"
+    )
+    sbatch: dict[str, Any] = Field(
+        default_factory=dict, description="further sbatch options, name -> value ({exclude: node7, mail-type: END})"
+    )
+    setup: list[str] = Field(
+        default_factory=list,
+        description="shell lines each job runs before the cell (module load ..., source venv/bin/activate)",
+    )
+    signal_delay_s: int = Field(
+        120, ge=1, description="seconds between Slurm's warning signal (SIGUSR2) and the end of a job's time: "
+        "the cell finishes its step and writes its checkpoint within them (see the Clusters page for the measured write time)",
+    )
+    max_num_timeout: int | None = Field(
+        None, ge=0, description="times a cell may be requeued at its time limit; none: the time slots the cell needs "
+        "by the estimate, plus 2",
+    )
+    perf: str | None = Field(
+        None, description="a `gnbench perf --json` file whose step times estimate the GPU-hours of cells not yet "
+        "measured (relative to the working directory)",
+    )
+
+
 class BenchSpec(Strict):
     """A benchmark: cells = methods × grid × seeds, all sharing ``base`` and ``set``."""
 
@@ -86,6 +133,9 @@ class BenchSpec(Strict):
     docs: str | None = Field(None, description="Markdown results page to (re)write, e.g. docs/results/digits.md")
     metrics: list[str] = Field(
         default_factory=lambda: ["fid", "kid", "is"], description="metrics shown in the table (best and final)"
+    )
+    launcher: LauncherSettings = Field(
+        default_factory=LauncherSettings, description="Slurm settings for --launcher slurm (the local launcher ignores them)"
     )
     compare: Literal["all", "one_factor"] = Field(
         "all",
@@ -210,9 +260,13 @@ class Cell:
 
     def command(self) -> list[str]:
         """The ``gnbench train`` command of this cell: resume when a checkpoint exists, else start."""
-        if self.files.latest_checkpoint.is_file():
-            return ["gnbench", "train", str(self.run_dir), "--resume", "--no-progress"]
+        return self.resume_command() if self.files.latest_checkpoint.is_file() else self.new_command()
+
+    def new_command(self) -> list[str]:
         return ["gnbench", "train", str(self.config_path), "--out", str(self.run_dir), "--no-progress"]
+
+    def resume_command(self) -> list[str]:
+        return ["gnbench", "train", str(self.run_dir), "--resume", "--no-progress"]
 
 
 def nest(dotted: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gn_plugin.data.base import ImageDataset, TensorImageDataset, worker_error
 from gn_plugin.errors import GnPluginError
+from gn_plugin.training.stopping import STOP_SIGNALS
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> Tensor:
@@ -90,13 +91,14 @@ def keeps_on_device(choice: str, dataset: ImageDataset, device: torch.device, li
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """In a loader worker: leave SIGINT and SIGTERM to the training process, which stops cleanly.
+    """In a loader worker: leave the stop signals (SIGINT, SIGTERM, SIGUSR2) to the training process, which stops cleanly.
 
-    Ctrl-C reaches every process of the terminal's group; a worker that died of it would fail the
-    next batch before the training process could write its checkpoint.
+    Ctrl-C reaches every process of the terminal's group, and Slurm signals every process of a job
+    step; a worker that died of it would fail the next batch before the training process could
+    write its checkpoint.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def decode_all(

@@ -53,7 +53,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress
     One process writes a run directory at a time (``.lock``). A new run refuses a directory that
     holds another run; a resumed one refuses a config that changes keys outside
     :data:`~gn_plugin.config.RESUMABLE_KEYS`, before any file is touched, and leaves a finished run
-    as it is. SIGINT or SIGTERM writes a checkpoint of the last completed step and raises
+    as it is. SIGINT, SIGTERM or SIGUSR2 writes a checkpoint of the last completed step and raises
     :class:`~gn_plugin.errors.Interrupted`.
     """
     group = distributed.init_from_environment(config.train.device)

@@ -1,17 +1,21 @@
 """The files of one run directory: config, checkpoints, samples and results, and the run's loggers.
 
 One process writes a run directory at a time: :class:`RunLock` holds ``.lock`` (with the owner's
-pid and host) for as long as it trains. The logs ``scalars.jsonl`` and ``results.jsonl`` are
+pid, host and Slurm job, and a heartbeat) for as long as it trains. The logs ``scalars.jsonl`` and ``results.jsonl`` are
 append-only; a line torn by a kill or a full disk is skipped by readers and dropped on resume.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import fcntl
 import json
 import os
+import re
 import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +31,30 @@ LOCK_FILE = ".lock"
 RUN_FILES = ("config.yaml", "log.txt", "scalars.jsonl", "results.jsonl", "summary.json", "checkpoints", "samples", "tensorboard")
 
 
+#: how often the holder of a run lock refreshes its heartbeat (the lock file's mtime), in seconds
+HEARTBEAT_S = 15.0
+#: a lock named by another host counts as stale after this long without a heartbeat (network
+#: file systems cache file times for up to a minute, and clocks of two hosts differ a little)
+STALE_AFTER_S = 120.0
+
+
 class RunLock:
-    """An exclusive ``flock`` on ``path``, which names its owner (pid, host, start time).
+    """An exclusive ``flock`` on ``path``, which names its owner (pid, host, Slurm job, start time).
 
     The kernel releases the lock when its owner dies, however it dies, so a lock file left by a
-    killed process is recognised as stale and taken over.
+    killed process on this host is recognised as stale and taken over. Across hosts, where a network
+    file system may not share ``flock`` at all, the holder refreshes the file's mtime every
+    ``heartbeat_s`` seconds: a lock named by another host is taken over only once its heartbeat is
+    older than ``stale_after_s``, or when it names this process's own Slurm job (a requeued job
+    starts only after Slurm has ended its previous instance).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S) -> None:
         self.path = path
+        self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
         self._fd: int | None = None
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     def acquire(self) -> str | None:
         """Take the lock; returns the owner a stale lock file named (None if there was none)."""
@@ -51,18 +69,57 @@ class RunLock:
                     f"{self.path.parent} is being written by another gnbench process ({owner}); "
                     "wait for it to finish or stop it"
                 ) from None
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    os.close(fd)
+                    raise
+                # a file system without flock: the heartbeat alone tells a live owner from a gone one
             if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                 break
             os.close(fd)  # the previous owner removed the file between our open and our lock: try again
         stale = os.read(fd, 4096).decode(errors="replace").strip() or None
+        if stale is not None:
+            silent_s = time.time() - os.fstat(fd).st_mtime
+            if not self._may_take_over(stale, silent_s):
+                os.close(fd)
+                raise GnPluginError(
+                    f"{self.path.parent} is being written by a gnbench process on another host ({stale}; "
+                    f"last heartbeat {max(silent_s, 0):.0f} s ago, gone after {self.stale_after_s:.0f} s without one); "
+                    "wait for it to finish or stop it"
+                )
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        job = os.environ.get("SLURM_JOB_ID")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, since {started}\n".encode(), 0)
+        owner = f"pid {os.getpid()} on host {socket.gethostname()}{f', Slurm job {job}' if job else ''}, since {started}\n"
+        os.pwrite(fd, owner.encode(), 0)
         self._fd = fd
+        self._stop_heartbeat.clear()
+        self._heartbeat = threading.Thread(target=self._beat, args=(fd,), name="run-lock-heartbeat", daemon=True)
+        self._heartbeat.start()
         return stale
+
+    def _may_take_over(self, owner: str, silent_s: float) -> bool:
+        """Whether the owner a lock file names is gone (we hold the flock, so on this host it is)."""
+        host = re.search(r" on host (\S+?),", owner)
+        if host is None or host.group(1) == socket.gethostname():
+            return True
+        job = re.search(r", Slurm job (\S+?),", owner)
+        if job is not None and job.group(1) == os.environ.get("SLURM_JOB_ID"):
+            return True
+        return silent_s > self.stale_after_s
+
+    def _beat(self, fd: int) -> None:
+        while not self._stop_heartbeat.wait(self.heartbeat_s):
+            try:
+                os.utime(fd)
+            except OSError:  # a full or vanished file system: the run itself will say so
+                pass
 
     def release(self) -> None:
         if self._fd is not None:
+            self._stop_heartbeat.set()
+            if self._heartbeat is not None:
+                self._heartbeat.join()
             self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
