@@ -39,7 +39,12 @@ from gn_plugin.experiments.machine import (
 from gn_plugin.experiments.pages import write_docs_page, write_report
 from gn_plugin.experiments.report import build_report
 from gn_plugin.experiments.spec import Cell, find_spec, floor_key, prepare
-from gn_plugin.training.build import build_dataset, build_dataset_and_models, check_components
+from gn_plugin.training.build import (
+    build_dataset,
+    build_dataset_and_models,
+    build_reference_dataset,
+    check_components,
+)
 from gn_plugin.training.run_dir import LOCK_FILE, RunLock
 from gn_plugin.training.stopping import stop_signals
 
@@ -182,11 +187,15 @@ def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
         if floors.get(key, {}).get("format") == FLOOR_FORMAT:
             continue
         dataset, _ = build_dataset_and_models(cell.config)
-        held_out = held_out_split(cell.config, dataset)
-        evaluator = Evaluator(dataset, cell.config.eval, floor_device(cell.config), held_out=held_out)
+        reference = build_reference_dataset(cell.config, dataset)  # a held-out split is the reference itself
+        held_out = held_out_split(cell.config, dataset) if reference is None else None
+        evaluator = Evaluator(
+            dataset, cell.config.eval, floor_device(cell.config), held_out=held_out, reference_data=reference
+        )
         count, size = cell.config.eval.num_samples, len(dataset)
-        pool = len(held_out) if held_out is not None else size - size // 2
+        pool = len(held_out) if held_out is not None else size if reference is not None else size - size // 2
         context = min(count, pool)
+        own = "" if reference is not None else " (the reference's own images)"
         floors[key] = {
             "format": FLOOR_FORMAT,
             "space": dataset.metric_space,
@@ -195,7 +204,7 @@ def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
             "draws": evaluator.resampled_floor(FLOOR_DRAWS),
             "how": (
                 f"{FLOOR_DRAWS} draws of {count} images, with replacement, from the {size} {dataset.name} training "
-                "images (the reference's own images), each scored against the reference exactly like a generator's "
+                f"images{own}, each scored against the reference exactly like a generator's "
                 f"samples. A draw with replacement is an i.i.d. sample of the training distribution, so this is what a "
                 f"generator that reproduces the training set exactly scores with {count} samples, the count the "
                 "generators are scored with (FID and KID are biased by the sample count, so a floor at another count "
@@ -209,11 +218,23 @@ def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
                     f" Beside it, for context: the {context} held-out images against the same reference, fresh "
                     "images but fewer, so with a larger small-sample bias."
                     if held_out is not None
+                    else f" Beside it, for context: {context} distinct training images against the same reference."
+                    if reference is not None
                     else f" Beside it, for context: {context} images of one random half against the other half."
+                )
+                + (
+                    f" The reference is the data set's {len(reference)} held-out '{dataset.reference_split}' images, "
+                    "which training never sees."
+                    if reference is not None
+                    else ""
                 )
             ),
             "held_out": {
-                "label": f"{context} held-out images" if held_out is not None else f"{context} images, half against half",
+                "label": (
+                    f"{context} held-out images" if held_out is not None
+                    else f"{context} training images" if reference is not None
+                    else f"{context} images, half against half"
+                ),
                 "images": context,
                 "metrics": evaluator.floor(),
             },

@@ -19,7 +19,7 @@ from gn_plugin.evaluation.assets import require
 from gn_plugin.evaluation.evaluator import Evaluator, evaluation_sampler
 from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_sampler
 from gn_plugin.training import checkpoint
-from gn_plugin.training.build import build_dataset_and_models, required_assets
+from gn_plugin.training.build import build_dataset_and_models, build_reference_dataset, required_assets
 from gn_plugin.training.run_dir import RunFiles
 
 
@@ -97,7 +97,8 @@ def evaluate_run(
     """
     run = load_run(run_dir, checkpoint, overrides, evaluation=True)
     log(f"evaluating the raw and EMA generators of {run.describe()}")
-    evaluator = Evaluator(run.dataset, run.config.eval, run.device, progress=True)
+    reference = build_reference_dataset(run.config, run.dataset)
+    evaluator = Evaluator(run.dataset, run.config.eval, run.device, reference_data=reference, progress=True)
     records = []
     for name, generator in (("raw", run.generator), ("ema", run.generator_ema)):
         metrics = evaluator.evaluate(evaluation_sampler(generator, run.config, run.device), label=f"evaluating {name}")
