@@ -1,4 +1,4 @@
-"""gnbench: train, evaluate, sample, list components, benchmark.
+"""gnbench: train, evaluate, sample, list components, benchmark, validate metrics.
 
 User mistakes (bad config, unknown component, missing file, broken plugin) print one line and exit 2,
 without a traceback.
@@ -15,7 +15,7 @@ from typing import Any
 
 from gn_plugin.config import load_config
 from gn_plugin.errors import GnPluginError
-from gn_plugin.experiments import assets, bench, lipschitz, perf
+from gn_plugin.experiments import assets, bench, lipschitz, metric_validation, perf
 from gn_plugin.registry import KINDS, first_sentence, options, plain_text, registry
 from gn_plugin.training.loop import train
 from gn_plugin.training.saved_run import evaluate_run, sample_run
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_command(commands)
     lipschitz.add_command(commands)
     perf.add_command(commands)
+    metric_validation.add_command(commands)
     for command in commands.choices.values():
         command.formatter_class = DefaultsFormatter
     return parser

@@ -1,0 +1,132 @@
+"""The digits metrics, validated: they rank known degradations of real digits as they must, and the
+memorisation check flags a generator that returns training images but not one that returns fresh ones."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from gn_plugin.config import RECIPES, load_config
+from gn_plugin.data.base import dataset_tensors
+from gn_plugin.evaluation.evaluator import Evaluator
+from gn_plugin.evaluation.features import DigitsExtractor
+from gn_plugin.experiments.memorisation import (
+    HELD_OUT,
+    check_runs,
+    check_samples,
+    memorisation_table,
+    nearest_distances,
+)
+from gn_plugin.experiments.metric_validation import (
+    DEGRADATIONS,
+    FALLS,
+    NOT_MONOTONE,
+    RISES,
+    degradation_rows,
+    direction,
+    monotonicity,
+    monotonicity_table,
+    real_images,
+    summary_sentences,
+    values_table,
+)
+from gn_plugin.training.build import build_dataset
+from gn_plugin.training.loop import train
+
+DIGITS = RECIPES / "digits" / "gn.yaml"
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    config = load_config(DIGITS, ["train.device=cpu", f"eval.cache_dir={tmp_path_factory.mktemp('cache')}"])
+    return config, build_dataset(config), build_dataset(config, split="test")
+
+
+def test_direction_allows_ties_but_not_a_step_against_the_trend():
+    assert direction([1, 1, 2, 5]) == RISES and direction([3, 2, 2]) == FALLS
+    assert direction([1, 3, 2]) == NOT_MONOTONE and direction([2, 2]) == "flat"
+
+
+def test_digits_metrics_rank_noise_blur_mode_dropping_and_copies(digits):
+    """500 degraded real digits per set, scored like 500 samples against the training reference: FID and IS
+    must worsen with noise, blur and dropped classes; copies of training images must lower FID."""
+    config, dataset, held_out = digits
+    settings = config.eval.model_copy(update={"metrics": ["fid", "is"], "num_samples": 500})
+    evaluator = Evaluator(dataset, settings)
+    rows = degradation_rows(real_images(dataset, held_out), evaluator, draws=1)
+    checks = {(c.degradation, c.metric): c for c in monotonicity(rows, ["fid", "is"])}
+    assert {d.name for d in DEGRADATIONS} == {name for name, _ in checks}
+    for name in ("noise", "blur", "drop_classes"):
+        assert checks[name, "fid"].observed == RISES, checks[name, "fid"]
+        assert checks[name, "is"].observed == FALLS, checks[name, "is"]
+        assert checks[name, "fid"].means[-1] > 5 * checks[name, "fid"].means[0]  # far beyond the sampling noise
+    copies = checks["copies", "fid"]
+    assert copies.means[-1] < copies.means[0]  # memorising lowers FID against the training set
+    assert all(row.images == 500 for row in rows)
+    # the undegraded sets are the training images for three degradations, the held-out ones for copies
+    zero = {row.degradation: row.metrics["fid"] for row in rows if row.strength == 0}
+    assert zero["noise"] == zero["blur"] == zero["drop_classes"] != zero["copies"]
+    table = monotonicity_table(list(checks.values()))
+    assert "| Gaussian noise, σ | 0, 0.05, 0.1, 0.2, 0.4 | ↑ ✓ | ↓ ✓ |" in table
+    assert "noise | 0.4 |" in values_table(list(checks.values()))
+    assert summary_sentences(list(checks.values()))[0] == "noise: 2 of 2 metrics move as they must."
+
+
+def test_a_degradation_that_goes_the_wrong_way_is_reported_as_such():
+    from gn_plugin.experiments.metric_validation import DegradationRow
+
+    rows = [DegradationRow("noise", s, 0, 10, {"fid": value}) for s, value in [(0, 3.0), (0.1, 2.0), (0.2, 1.0)]]
+    (check,) = monotonicity(rows, ["fid"])
+    assert check.observed == FALLS and check.as_expected is False
+    assert "↓ ✗ (must ↑)" in monotonicity_table([check])
+    assert summary_sentences([check]) == ["noise: 0 of 1 metrics move as they must (not: FID falls)."]
+
+
+def test_nearest_distances_match_a_brute_force_computation():
+    queries, references = torch.randn(50, 7), torch.randn(30, 7)
+    brute = torch.tensor([min(float((q - r).norm()) for r in references) for q in queries], dtype=torch.float64)
+    torch.testing.assert_close(nearest_distances(queries, references), brute)
+
+
+def test_a_generator_that_returns_training_images_is_flagged_and_one_of_fresh_images_is_not(digits):
+    _, dataset, held_out = digits
+    training, _ = dataset_tensors(dataset)
+    fresh, _ = dataset_tensors(held_out)
+    baseline, unseen = fresh[:180], fresh[180:]  # the check's held-out images; a "generator" of other fresh ones
+    torch.manual_seed(0)
+    extractor = DigitsExtractor()
+    copier = check_samples(training[torch.randint(len(training), (500,))], training, baseline, method="copies",
+                           extractor=extractor)
+    novel = check_samples(unseen, training, baseline, method="fresh", extractor=extractor)
+    noisy_copies = check_samples((training[:500] + 0.05 * torch.randn(500, 1, 8, 8)).clamp(-1, 1), training,
+                                 baseline, method="noisy copies", spaces=["pixels"])
+    for row in copier:
+        assert row.flagged and row.closer_than_any_held_out == 1.0 and row.median_ratio < 0.05, row
+    for row in novel:
+        assert not row.flagged, row  # 1 / 181 expected; under ten times that
+        assert 0.8 < row.median_ratio < 1.25, row
+    assert noisy_copies[0].flagged  # near copies too
+    assert {row.space for row in copier} == {"pixels", "features"}
+
+
+def test_check_runs_reads_a_runs_generator_and_writes_a_baseline_row(tmp_path):
+    config = load_config(DIGITS, ["train.steps=2", "train.device=cpu", "eval.metrics=[]", "eval.num_samples=300",
+                                  "model.width=0.25", f"eval.cache_dir={tmp_path / 'cache'}"])
+    train(config, tmp_path / "run", progress=False)
+    rows = check_runs({"gn": [tmp_path / "run"]}, generators=["ema", "raw"])
+    assert [(r.method, r.generator, r.space) for r in rows] == [
+        (HELD_OUT, "", "pixels"), (HELD_OUT, "", "features"),
+        ("gn", "ema", "pixels"), ("gn", "ema", "features"), ("gn", "raw", "pixels"), ("gn", "raw", "features"),
+    ]
+    assert rows[0].median_ratio == 1.0 and rows[0].closer_than_any_held_out == 0.0
+    assert all(r.images == 300 for r in rows[2:])  # eval.num_samples, as the run's evaluation samples
+    assert not any(r.flagged for r in rows)  # two steps of training copy nothing
+    table = memorisation_table(rows)
+    assert f"| {HELD_OUT} (baseline) | – | pixels |" in table and "| gn | ema | pixels | 1 |" in table
+    path = tmp_path / "memorisation.csv"
+    from gn_plugin.experiments.report import write_csv
+
+    write_csv([r.as_dict() for r in rows], path)
+    assert len(list(csv.DictReader(path.open()))) == len(rows)
