@@ -85,8 +85,9 @@ def test_a_degradation_that_goes_the_wrong_way_is_reported_as_such():
 
 
 def test_nearest_distances_match_a_brute_force_computation():
-    queries, references = torch.randn(50, 7), torch.randn(30, 7)
-    brute = torch.tensor([min(float((q - r).norm()) for r in references) for q in queries], dtype=torch.float64)
+    rng = torch.Generator().manual_seed(0)
+    queries, references = torch.randn(50, 7, generator=rng), torch.randn(30, 7, generator=rng)
+    brute = torch.tensor([min(float((q.double() - r.double()).norm()) for r in references) for q in queries], dtype=torch.float64)
     torch.testing.assert_close(nearest_distances(queries, references), brute)
 
 
@@ -130,3 +131,32 @@ def test_check_runs_reads_a_runs_generator_and_writes_a_baseline_row(tmp_path):
 
     write_csv([r.as_dict() for r in rows], path)
     assert len(list(csv.DictReader(path.open()))) == len(rows)
+
+
+def test_a_data_set_scored_against_its_held_out_split_is_validated_without_copies(tmp_path):
+    """CelebA-HQ 128 scores against its held-out images: mixing those with training images tests no memorisation,
+    so ``copies`` is left out, and the other degradations are scored against the held-out reference."""
+    from PIL import Image
+
+    from gn_plugin.experiments.metric_validation import validate_metrics
+    from gn_plugin.experiments.smoke import write_stand_in_inception
+
+    root = tmp_path / "celebahq"
+    root.mkdir()
+    for index in range(1, 21):
+        Image.new("RGB", (8, 8), (index * 12, 255 - index * 12, (index * 37) % 256)).save(root / f"{index}.png")
+    config = load_config(RECIPES / "celebahq128" / "resnet" / "gn.yaml", [
+        f"data.root={root}", "data.options.held_out=5", "data.num_workers=0", "model.name=mlp",
+        "model.options.resolution=8", "model.width=0.125", "train.device=cpu", "eval.num_samples=6",
+        "eval.batch_size=6", f"eval.inception_path={write_stand_in_inception(tmp_path / 'inception.pt')}",
+        f"eval.cache_dir={tmp_path / 'cache'}",
+    ])
+    rows, checks = validate_metrics(config, ["fid"], draws=1)
+    assert {row.degradation for row in rows} == {"noise", "blur"}  # unlabelled: no classes to drop either
+    assert {(c.degradation, c.metric) for c in checks} == {("noise", "fid"), ("blur", "fid")}
+    from gn_plugin.evaluation.reference import dataset_fingerprint
+    from gn_plugin.training.build import build_reference_dataset
+
+    reference = build_reference_dataset(config, build_dataset(config, resolution=8))
+    cached = [p.name for p in (tmp_path / "cache").glob("*.npz")]
+    assert len(reference) == 5 and len(cached) == 1 and dataset_fingerprint(reference) in cached[0]

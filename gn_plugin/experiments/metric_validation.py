@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
+from gn_plugin.config import Config
 from gn_plugin.data.base import ImageDataset, dataset_tensors
 from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.evaluator import Evaluator
@@ -175,7 +176,9 @@ def degradation_rows(
 ) -> list[DegradationRow]:
     """Score every degradation at every strength, ``draws`` times, as ``evaluator`` scores a generator.
 
-    Each degraded set has ``eval.num_samples`` images; draw ``d`` uses its own RNG (``seed + d``). The
+    Each degraded set has ``eval.num_samples`` images; draw ``d`` uses its own RNG (``seed + d``),
+    restarted at every strength, so that the strengths of ``noise`` and ``blur`` degrade the same
+    images (with the same noise pattern, scaled) and differ by the degradation alone. The
     undegraded sets (strength 0 of every degradation with the same base) are scored once per draw.
     """
     count = evaluator.settings.num_samples
@@ -306,7 +309,7 @@ def real_images(dataset: ImageDataset, held_out: ImageDataset | None) -> RealIma
 
 
 def validate_metrics(
-    config: Any,
+    config: Config,
     metrics: Sequence[str] | None = None,
     *,
     draws: int = 3,
@@ -317,12 +320,15 @@ def validate_metrics(
     """Degrade the real images of ``config``'s data set and score them with its evaluation settings.
 
     ``metrics``: the metrics to compute (default ``eval.metrics``), for example a bench spec's.
-    Returns the scored rows (one per degradation, strength and draw) and the monotonicity checks.
+    ``copies`` is left out where the data set has no held-out split, or scores against it
+    (``reference_split``). Returns the scored rows (one per degradation, strength and draw) and the monotonicity checks.
     """
     settings = config.eval.model_copy(update={"metrics": list(metrics or config.eval.metrics)})
     dataset, _ = build_dataset_and_models(config)
-    evaluator = Evaluator(dataset, settings, device, reference_data=build_reference_dataset(config, dataset))
-    real = real_images(dataset, held_out_split(config, dataset))
+    reference = build_reference_dataset(config, dataset)
+    evaluator = Evaluator(dataset, settings, device, reference_data=reference)
+    # where the held-out split is the reference itself, mixing it with training images is no test of memorisation
+    real = real_images(dataset, held_out_split(config, dataset) if reference is None else None)
     rows = degradation_rows(real, evaluator, draws=draws, seed=seed, log=log)
     checks = monotonicity(rows, [m for m in settings.metrics if rows and m in rows[0].metrics])
     return rows, checks
