@@ -13,8 +13,7 @@ from PIL import Image
 from gn_plugin import GnPluginError, create
 from gn_plugin.augment import flip_and_translate
 from gn_plugin.config import RECIPES, load_config
-from gn_plugin.data.base import ImageDataset, TensorImageDataset
-from gn_plugin.registry import register, registry
+from gn_plugin.data.base import ImageDataset
 from gn_plugin.training.build import setup
 from gn_plugin.training.distributed import ProcessGroup
 from gn_plugin.training.loop import train
@@ -113,7 +112,7 @@ def test_explicit_switches_override_the_declaration_and_log_says_so(tmp_path, ca
     train(config, tmp_path / "forced", progress=False)
     log = (tmp_path / "forced" / "log.txt").read_text()
     assert "data 'digits' is not mirror-symmetric: real images flipped (data.hflip on)" in log
-    assert "gn-cr:ConsistencyRegularizer: augmentation translates, no flip (hflip auto)" in log
+    assert "gn-cr:ConsistencyRegularizer: augmentation does not mirror (hflip auto)" in log
     assert "warning: data.hflip on mirrors 'digits', which is not mirror-symmetric" in log
     train(load_config(GN_CR, QUICK), tmp_path / "auto", progress=False)
     log = (tmp_path / "auto" / "log.txt").read_text()
@@ -123,17 +122,54 @@ def test_explicit_switches_override_the_declaration_and_log_says_so(tmp_path, ca
         build(tmp_path, "norm.hflip=sometimes")
 
 
-def test_a_plugin_data_set_declares_it_too_and_defaults_to_symmetric(tmp_path):
-    def text_lines(*, root="data", resolution=None, split="train", download=True, mirrored: bool = False):
-        images = asymmetric_images(32, size=8) * 2 - 1
-        dataset = TensorImageDataset(images, torch.zeros(32, dtype=torch.long), name="text-lines", num_classes=0)
-        dataset.mirror_symmetric = mirrored
-        return dataset
+PLUGIN = """
+import torch
 
-    register("dataset", "text-lines-test")(text_lines)
-    try:
-        assert build(tmp_path, "data.name=text-lines-test").hflip is False
-        assert consistency(build(tmp_path, "data.name=text-lines-test")).flips is False
-        assert build(tmp_path, "data.name=text-lines-test", "data.options.mirrored=true").hflip is True
-    finally:
-        registry("dataset").unregister("text-lines-test")
+from gn_plugin.data.base import TensorImageDataset
+
+
+def text_lines(*, root="data", resolution=None, split="train", download=True, mirrored=False):
+    images = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return TensorImageDataset(images, torch.zeros(32, dtype=torch.long), name="text-lines", num_classes=0,
+                              mirror_symmetric=mirrored)
+
+
+def noise_images(*, root="data", resolution=None, split="train", download=True):
+    return TensorImageDataset(torch.rand(32, 1, 8, 8) * 2 - 1, torch.zeros(32, dtype=torch.long), name="noise",
+                              num_classes=0)
+
+
+class MirrorPenalty:
+    \"\"\"A regularizer of its own whose augmentation mirrors only where the data set allows it.\"\"\"
+
+    def __init__(self, weight=1.0):
+        self.weight = weight
+        self.mirror_symmetric = True  # the runner sets the data set's declaration
+
+    @property
+    def flips(self):
+        return self.mirror_symmetric
+
+    def __call__(self, discriminator, *, real, fake, real_labels=None, fake_labels=None, real_scores=None):
+        view = real.flip(3) if self.flips else real.roll(1, dims=3)
+        return self.weight * ((discriminator(view) - discriminator(real)) ** 2).mean()
+"""
+
+
+def test_plugin_data_sets_and_regularizers_from_entry_points_follow_the_declaration(tmp_path, make_distribution):
+    make_distribution("gnp-text", {"gnp_text": PLUGIN}, {
+        "gn_plugin.datasets": {"text-lines": "gnp_text:text_lines", "noise-images": "gnp_text:noise_images"},
+        "gn_plugin.regularizers": {"mirror-penalty": "gnp_text:MirrorPenalty"},
+    })
+    plugin_regularizer = "regularizers=[{name: mirror-penalty}]"
+    text = build(tmp_path, "data.name=text-lines", plugin_regularizer)
+    assert text.hflip is False and text.regularizers["gn-cr:ConsistencyRegularizer"].flips is False
+    assert text.regularizers["mirror-penalty"].flips is False  # told by the runner: text is not mirror-symmetric
+    mirrored = build(tmp_path, "data.name=text-lines", "data.options.mirrored=true", plugin_regularizer)
+    assert mirrored.hflip is True and mirrored.regularizers["mirror-penalty"].flips is True
+    assert build(tmp_path, "data.name=noise-images").hflip is True  # declares nothing: mirror-symmetric, as before
+    config = load_config(GN_CR, [*QUICK, "data.name=text-lines", plugin_regularizer])
+    train(config, tmp_path / "text", progress=False)
+    log = (tmp_path / "text" / "log.txt").read_text()
+    assert "data 'text-lines' is not mirror-symmetric: real images not flipped (data.hflip auto)" in log
+    assert "mirror-penalty: augmentation does not mirror" in log

@@ -172,7 +172,7 @@ def describe_mirroring(config: Config, dataset: ImageDataset, regularizers: dict
         if hasattr(regularizer, "flips"):
             hflip = getattr(regularizer, "hflip", None)
             lines.append(
-                f"{name}: augmentation {'flips and translates' if regularizer.flips else 'translates, no flip'}"
+                f"{name}: augmentation {'mirrors' if regularizer.flips else 'does not mirror'}"
                 + (f" (hflip {hflip})" if hflip else "")
             )
     if not dataset.mirror_symmetric:
