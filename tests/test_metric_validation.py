@@ -14,9 +14,8 @@ from gn_plugin.evaluation.evaluator import Evaluator
 from gn_plugin.evaluation.features import DigitsExtractor
 from gn_plugin.experiments.memorisation import (
     HELD_OUT,
-    check_runs,
     check_samples,
-    memorisation_table,
+    memorisation_sentences,
     nearest_distances,
 )
 from gn_plugin.experiments.metric_validation import (
@@ -29,8 +28,11 @@ from gn_plugin.experiments.metric_validation import (
     monotonicity,
     monotonicity_table,
     real_images,
+    degradation_markdown,
     summary_sentences,
     values_table,
+    matched_training_images,
+    with_copies,
 )
 from gn_plugin.training.build import build_dataset
 from gn_plugin.training.loop import train
@@ -72,6 +74,28 @@ def test_digits_metrics_rank_noise_blur_mode_dropping_and_copies(digits):
     assert "| Gaussian noise, σ | 0, 0.05, 0.1, 0.2, 0.4 | ↑ ✓ | ↓ ✓ |" in table
     assert "noise | 0.4 |" in values_table(list(checks.values()))
     assert summary_sentences(list(checks.values()))[0] == "noise: 2 of 2 metrics move as they must."
+    page = degradation_markdown(rows, list(checks.values()))
+    assert "500 per set" in page and "1 draw per strength" in page and table in page
+    assert "- noise: 2 of 2 metrics move as they must." in page
+
+
+def test_copies_replace_held_out_images_by_training_images_of_the_same_class(digits):
+    """The strengths of ``copies`` differ only in how many of the same held-out images are replaced by training
+    images: as many distinct images, of the same classes, at every strength."""
+    _, dataset, held_out = digits
+    real = real_images(dataset, held_out)
+    matched = matched_training_images(real, torch.Generator().manual_seed(0))
+    index = {tuple(image.flatten().tolist()): i for i, image in enumerate(real.training)}
+    rows = [index[tuple(image.flatten().tolist())] for image in matched]  # every one a training image
+    assert len(set(rows)) == len(held_out) == 360 and torch.equal(real.labels[rows], real.held_out_labels)
+    copied = {}
+    for fraction in (0.0, 0.5, 1.0):
+        images = with_copies(real, fraction, 2000, torch.Generator().manual_seed(0))
+        keys = [tuple(image.flatten().tolist()) for image in images]
+        copied[fraction] = {key for key in keys if key in index}
+        assert len(keys) == 2000 and len(set(keys)) <= 360
+        assert abs(sum(key in index for key in keys) / 2000 - fraction) < 0.05
+    assert not copied[0.0] and copied[0.5] < copied[1.0]  # the same copies, and more of them
 
 
 def test_a_degradation_that_goes_the_wrong_way_is_reported_as_such():
@@ -87,7 +111,8 @@ def test_a_degradation_that_goes_the_wrong_way_is_reported_as_such():
 def test_nearest_distances_match_a_brute_force_computation():
     rng = torch.Generator().manual_seed(0)
     queries, references = torch.randn(50, 7, generator=rng), torch.randn(30, 7, generator=rng)
-    brute = torch.tensor([min(float((q.double() - r.double()).norm()) for r in references) for q in queries], dtype=torch.float64)
+    brute = torch.tensor([min(float((q.double() - r.double()).norm()) for r in references) for q in queries],
+                         dtype=torch.float64)
     torch.testing.assert_close(nearest_distances(queries, references), brute)
 
 
@@ -105,32 +130,16 @@ def test_a_generator_that_returns_training_images_is_flagged_and_one_of_fresh_im
                                  baseline, method="noisy copies", spaces=["pixels"])
     for row in copier:
         assert row.flagged and row.closer_than_any_held_out == 1.0 and row.median_ratio < 0.05, row
+        assert row.held_out_images == 180
     for row in novel:
         assert not row.flagged, row  # 1 / 181 expected; under ten times that
         assert 0.8 < row.median_ratio < 1.25, row
     assert noisy_copies[0].flagged  # near copies too
     assert {row.space for row in copier} == {"pixels", "features"}
-
-
-def test_check_runs_reads_a_runs_generator_and_writes_a_baseline_row(tmp_path):
-    config = load_config(DIGITS, ["train.steps=2", "train.device=cpu", "eval.metrics=[]", "eval.num_samples=300",
-                                  "model.width=0.25", f"eval.cache_dir={tmp_path / 'cache'}"])
-    train(config, tmp_path / "run", progress=False)
-    rows = check_runs({"gn": [tmp_path / "run"]}, generators=["ema", "raw"])
-    assert [(r.method, r.generator, r.space) for r in rows] == [
-        (HELD_OUT, "", "pixels"), (HELD_OUT, "", "features"),
-        ("gn", "ema", "pixels"), ("gn", "ema", "features"), ("gn", "raw", "pixels"), ("gn", "raw", "features"),
+    assert memorisation_sentences(copier + novel) == [
+        "pixels: flagged: copies (1 of 1 runs).", "features: flagged: copies (1 of 1 runs)."
     ]
-    assert rows[0].median_ratio == 1.0 and rows[0].closer_than_any_held_out == 0.0
-    assert all(r.images == 300 for r in rows[2:])  # eval.num_samples, as the run's evaluation samples
-    assert not any(r.flagged for r in rows)  # two steps of training copy nothing
-    table = memorisation_table(rows)
-    assert f"| {HELD_OUT} (baseline) | – | pixels |" in table and "| gn | ema | pixels | 1 |" in table
-    path = tmp_path / "memorisation.csv"
-    from gn_plugin.experiments.report import write_csv
-
-    write_csv([r.as_dict() for r in rows], path)
-    assert len(list(csv.DictReader(path.open()))) == len(rows)
+    assert memorisation_sentences(novel)[0].startswith("pixels: no run flagged (largest share ")
 
 
 def test_a_data_set_scored_against_its_held_out_split_is_validated_without_copies(tmp_path):
@@ -160,3 +169,45 @@ def test_a_data_set_scored_against_its_held_out_split_is_validated_without_copie
     reference = build_reference_dataset(config, build_dataset(config, resolution=8))
     cached = [p.name for p in (tmp_path / "cache").glob("*.npz")]
     assert len(reference) == 5 and len(cached) == 1 and dataset_fingerprint(reference) in cached[0]
+
+
+def test_gnbench_validate_metrics_writes_its_tables_and_checks_the_benchmarks_finished_runs(tmp_path, capsys):
+    import yaml
+
+    from gn_plugin.cli import main
+    from gn_plugin.experiments.spec import expand, load_spec
+
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "v", "base": str(DIGITS.parent / "_recipe.yaml"), "methods": {"gn": {"norm": "gn"}}, "seeds": [0],
+        "metrics": ["fid", "precision"],
+        "set": {"train.steps": 2, "train.device": "cpu", "model.width": 0.25, "eval.num_samples": 100,
+                "eval.batch_size": 100, "eval.metrics": ["fid"], "eval.cache_dir": str(tmp_path / "cache")},
+    }))
+    out = tmp_path / "out"
+    command = ["validate-metrics", str(spec_path), "--out", str(out), "--draws", "1"]
+    assert main(command) == 0
+    printed = capsys.readouterr()
+    assert "| Gaussian noise, σ | 0, 0.05, 0.1, 0.2, 0.4 |" in printed.out and "no finished run" in printed.err
+    rows = list(csv.DictReader((out / "metric_validation.csv").open()))
+    assert len(rows) == 4 * 5 and {"fid", "precision"} <= set(rows[0])  # 4 degradations × 5 strengths, 1 draw
+    assert len(list(csv.DictReader((out / "metric_monotonicity.csv").open()))) == 4 * 2
+    assert not (out / "memorisation.csv").exists()
+
+    (cell,) = expand(load_spec(spec_path), spec_path, out)
+    train(cell.config, cell.run_dir, progress=False)  # a finished run: the memorisation check reads its generators
+    assert main([*command, "--generators", "ema", "raw"]) == 0
+    page = capsys.readouterr().out
+    found = list(csv.DictReader((out / "memorisation.csv").open()))
+    assert [(r["method"], r["generator"], r["space"]) for r in found] == [
+        (HELD_OUT, "", "pixels"), (HELD_OUT, "", "features"),
+        ("gn", "ema", "pixels"), ("gn", "ema", "features"), ("gn", "raw", "pixels"), ("gn", "raw", "features"),
+    ]
+    assert float(found[0]["median_ratio"]) == 1.0 and float(found[0]["closer_than_any_held_out"]) == 0.0
+    assert all(r["images"] == "100" and r["held_out_images"] == "360" for r in found[2:])  # as the run evaluates
+    assert not any(r["flagged"] == "True" for r in found)  # two steps of training copy nothing
+    assert f"| {HELD_OUT} (baseline) | – | pixels |" in page and "| gn | ema | pixels | 1 |" in page
+    assert "best checkpoint draws 100 samples" in page and "the 360 held-out images" in page
+    assert "- pixels: no run flagged" in page
+    assert main([*command[:-1], "0"]) == 2
+    assert capsys.readouterr().err.strip() == "gnbench: error: --draws must be at least 1, got 0"

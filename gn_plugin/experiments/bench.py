@@ -21,11 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from gn_plugin.atomic import write_atomically
-from gn_plugin.config import Config
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.errors import GnPluginError, Interrupted
 from gn_plugin.evaluation.evaluator import Evaluator
@@ -44,6 +42,8 @@ from gn_plugin.training.build import (
     build_dataset_and_models,
     build_reference_dataset,
     check_components,
+    evaluation_device,
+    held_out_split,
 )
 from gn_plugin.training.run_dir import LOCK_FILE, RunLock
 from gn_plugin.training.stopping import stop_signals
@@ -190,7 +190,7 @@ def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
         reference = build_reference_dataset(cell.config, dataset)  # a held-out split is the reference itself
         held_out = held_out_split(cell.config, dataset) if reference is None else None
         evaluator = Evaluator(
-            dataset, cell.config.eval, floor_device(cell.config), held_out=held_out, reference_data=reference
+            dataset, cell.config.eval, evaluation_device(cell.config), held_out=held_out, reference_data=reference
         )
         count, size = cell.config.eval.num_samples, len(dataset)
         pool = len(held_out) if held_out is not None else size if reference is not None else size - size // 2
@@ -257,19 +257,6 @@ def read_floors(path: Path) -> dict[str, dict[str, Any]]:
         return {}
     return {key: floor for key, floor in kept.items() if isinstance(floor, dict) and isinstance(floor.get("metrics"), dict)}
 
-
-def held_out_split(config: Config, dataset: ImageDataset) -> ImageDataset | None:
-    """The data set's ``test`` split at the training resolution, or None where it has none."""
-    try:
-        return build_dataset(config, split="test", resolution=dataset.resolution)
-    except GnPluginError:
-        return None
-
-
-def floor_device(config: Config) -> str:
-    if config.train.device != "auto":
-        return config.train.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 

@@ -35,14 +35,15 @@ from gn_plugin.data.base import dataset_tensors
 from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.evaluator import evaluation_sampler
 from gn_plugin.evaluation.features import FeatureExtractor, build_extractor
-from gn_plugin.experiments.report import number
+from gn_plugin.experiments.report import number, write_csv
 from gn_plugin.experiments.spec import Cell
-from gn_plugin.training.build import build_dataset
+from gn_plugin.training.build import evaluation_device, held_out_split
 from gn_plugin.training.saved_run import load_run
 
 SPACES = ("pixels", "features")
 FLAG_FACTOR = 10
 HELD_OUT = "held-out images"
+MEMORISATION_CSV = "memorisation.csv"
 BLOCK = 1024
 
 
@@ -61,6 +62,7 @@ class MemorisationRow:
     generator: str
     space: str
     images: int
+    held_out_images: int
     median_distance: float
     median_ratio: float
     closer_than_any_held_out: float
@@ -84,7 +86,7 @@ def memorisation_row(
     expected = 1 / (len(held_out) + 1)
     median = float(sample_distances.median())
     return MemorisationRow(
-        method, run, generator, space, len(samples), median, median / float(held_out_distances.median()),
+        method, run, generator, space, len(samples), len(held_out), median, median / float(held_out_distances.median()),
         share, expected, share > FLAG_FACTOR * expected,
     )
 
@@ -128,14 +130,15 @@ def check_runs(
     checkpoint: str = "best",
     generators: Sequence[str] = ("ema",),
     spaces: Sequence[str] = SPACES,
-    device: str = "cpu",
+    device: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[MemorisationRow]:
     """The memorisation check of every run in ``runs`` (method -> run directories), plus the held-out baseline.
 
     Each run's generators (``checkpoint``: ``best`` or ``latest``) draw ``eval.num_samples`` images
     exactly as its evaluation draws them (the same z, ``eval.generator_mode``); they are compared with
-    the run's training images and its data set's held-out split. The first rows are the baseline:
+    the run's training images and its data set's held-out split; features are extracted on ``device``
+    (default ``train.device``, ``auto``: CUDA where present). The first rows are the baseline:
     the held-out images themselves (ratio 1, share 0 by construction; their median distance is the
     scale the ratios are relative to).
     """
@@ -147,10 +150,15 @@ def check_runs(
             config = run.config
             key = repr((config.data.model_dump(), run.dataset.resolution))
             if key not in prepared:
-                held_out = build_dataset(config, split="test", resolution=run.dataset.resolution)
+                held_out = held_out_split(config, run.dataset)
+                if held_out is None:
+                    raise GnPluginError(
+                        f"{run_dir}: data set '{config.data.name}' has no held-out split ('test'), which the "
+                        "memorisation check compares samples with"
+                    )
                 extractor = (
                     build_extractor(run.dataset.metric_space, inception_path=config.eval.inception_path,
-                                    device=device, mode=config.eval.mode,
+                                    device=device or evaluation_device(config), mode=config.eval.mode,
                                     pytorch_inception_path=config.eval.pytorch_inception_path)
                     if "features" in spaces else None
                 )
@@ -207,3 +215,48 @@ def memorisation_table(rows: Sequence[MemorisationRow]) -> str:
         lines.append(f"| {s['method']} | {s['generator']} | {s['space']} | {s['runs']} | "
                      f"{number(s['median_distance'])} | {ratio} | {share} | {s['flagged']} of {s['runs']} |")
     return "\n".join(lines)
+
+
+def memorisation_sentences(rows: Sequence[MemorisationRow]) -> list[str]:
+    """Per space, which methods have flagged runs (or that none has), generated from ``rows``."""
+    sentences = []
+    for space in dict.fromkeys(r.space for r in rows if r.method != HELD_OUT):
+        mine = [s for s in method_summaries(rows) if s["space"] == space and s["method"] != HELD_OUT]
+        flagged = [s for s in mine if s["flagged"]]
+        largest = max(s["share_high"] for s in mine)
+        if flagged:
+            text = "flagged: " + ", ".join(
+                f"{s['method']} ({s['generator'] + ', ' if s['generator'] else ''}{s['flagged']} of {s['runs']} runs)"
+                for s in flagged
+            )
+        else:
+            expected = mine[0]["expected_share"]
+            text = f"no run flagged (largest share {largest:.2%}, flagged above {FLAG_FACTOR} × {expected:.2%})"
+        sentences.append(f"{space}: {text}.")
+    return sentences
+
+
+def memorisation_markdown(rows: Sequence[MemorisationRow], *, checkpoint: str = "best") -> str:
+    """The memorisation check for a results page: how it was done, the table, one sentence per space."""
+    held_out = rows[0].held_out_images if rows else 0
+    samples = next((r.images for r in rows if r.method != HELD_OUT), 0)
+    how = (
+        f"Each run's {checkpoint} checkpoint draws {samples} samples as its evaluation draws them; each sample's "
+        "Euclidean distance to its nearest training image is set against the same distance for the "
+        f"{held_out} held-out images, which training never sees, in pixels and in the metric space's features. "
+        "The ratio of the median "
+        "distances is 1 for samples as novel as fresh images and well below 1 for copies; the share is that of "
+        "samples nearer a training image than every held-out image is, and a run is flagged where it exceeds "
+        f"{FLAG_FACTOR} times the share expected of fresh images (every run: `memorisation.csv`; "
+        "`gnbench validate-metrics SPEC` recomputes it)."
+    )
+    sentences = "\n".join(f"- {sentence}" for sentence in memorisation_sentences(rows))
+    return "\n\n".join([how, memorisation_table(rows), sentences])
+
+
+def write_memorisation(rows: Sequence[MemorisationRow], folder: Path) -> Path:
+    """``memorisation.csv`` (one row per run, generator and space, the baseline first) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MEMORISATION_CSV
+    write_csv([row.as_dict() for row in rows], path)
+    return path

@@ -6,15 +6,18 @@ generator's samples are: the evaluator of the config (its metric space, referenc
 
 - ``noise``: Gaussian noise of standard deviation σ (in the [-1, 1] image range), clipped;
 - ``blur``: a Gaussian blur of σ pixels (5 × 5 kernel);
-- ``drop_classes``: only the first 10 − k classes are drawn (mode dropping, needs labels);
-- ``copies``: a fraction p of the images are training images, the rest held-out images (needs a
-  held-out split). Against a reference made of the training images, copies *improve* FID: a
-  metric against the training set rewards memorisation, which is why the memorisation check
-  (:mod:`gn_plugin.experiments.memorisation`) exists.
+- ``drop_classes``: only the first C − k of the C classes are drawn (mode dropping, needs labels);
+- ``copies``: a fraction p of the held-out images is replaced by training images of the same
+  classes (needs a held-out split), so every strength has as many distinct images, of the same
+  classes, and differs from the others in how many are copies alone. Against a reference made of
+  the training images, copies *improve* FID: a metric against the training set rewards
+  memorisation, which is why the memorisation check (:mod:`gn_plugin.experiments.memorisation`)
+  exists.
 
 ``noise``, ``blur`` and ``drop_classes`` draw their images with replacement from the training
 images (the reference's own images), so strength 0 is the benchmark's resampled floor; ``copies``
-starts from the held-out images. Each degradation states which metrics must rise or fall with its
+draws from the held-out images (at most a few hundred distinct ones on digits, hence its own, higher
+strength 0). Each degradation states which metrics must rise or fall with its
 strength (``expected``); where theory does not commit (recall under noise, for instance, can rise as
 noise widens the samples' k-NN balls) it states nothing, and the table reports what happened.
 A metric is called monotone in a degradation when its mean over the draws never moves against the
@@ -31,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,24 +47,30 @@ from gn_plugin.data.base import ImageDataset, dataset_tensors
 from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.evaluator import Evaluator
 from gn_plugin.experiments import memorisation
-from gn_plugin.experiments.bench import held_out_split
 from gn_plugin.experiments.report import label, number, write_csv
 from gn_plugin.experiments.spec import expand, find_spec, load_spec, output_root
-from gn_plugin.training.build import build_dataset_and_models, build_reference_dataset
+from gn_plugin.training.build import (
+    build_dataset_and_models,
+    build_reference_dataset,
+    evaluation_device,
+    held_out_split,
+)
 
 RISES, FALLS, FLAT, NOT_MONOTONE = "rises", "falls", "flat", "not monotone"
+VALIDATION_CSV, MONOTONICITY_CSV = "metric_validation.csv", "metric_monotonicity.csv"
 ARROWS = {RISES: "↑", FALLS: "↓", FLAT: "–", NOT_MONOTONE: "↕"}
 BLUR_KERNEL = 5
 
 
 @dataclass(frozen=True)
 class RealImages:
-    """The real images a degradation draws from: training images with labels, held-out images (or None)."""
+    """The real images a degradation draws from: training images with labels, held-out images with labels (or None)."""
 
     training: Tensor
     labels: Tensor
     num_classes: int
     held_out: Tensor | None = None
+    held_out_labels: Tensor | None = None
 
 
 def drawn(images: Tensor, count: int, rng: torch.Generator) -> Tensor:
@@ -85,10 +95,29 @@ def classes_dropped(real: RealImages, dropped: float, count: int, rng: torch.Gen
     return drawn(real.training[real.labels < kept], count, rng)
 
 
+def matched_training_images(real: RealImages, rng: torch.Generator) -> Tensor:
+    """For each held-out image, a training image of the same class, drawn at random (no image twice)."""
+    matched = torch.empty(len(real.held_out_labels), dtype=torch.long)
+    for label in real.held_out_labels.unique():
+        slots = (real.held_out_labels == label).nonzero().flatten()
+        pool = (real.labels == label).nonzero().flatten()
+        if len(pool) < len(slots):
+            raise GnPluginError(f"copies: class {int(label)} has fewer training images than held-out ones")
+        matched[slots] = pool[torch.randperm(len(pool), generator=rng)[: len(slots)]]
+    return real.training[matched]
+
+
 def with_copies(real: RealImages, fraction: float, count: int, rng: torch.Generator) -> Tensor:
-    copies = round(fraction * count)
-    images = torch.cat([drawn(real.training, copies, rng), drawn(real.held_out, count - copies, rng)])
-    return images[torch.randperm(count, generator=rng)]
+    """The held-out images with a share ``fraction`` of them replaced by training images of the same class.
+
+    ``count`` images are drawn with replacement from those, as many distinct images, of the same
+    classes, at every strength; the same held-out images are replaced, and more of them, as the
+    strength grows, so the strengths differ in how many images are copies of training images alone.
+    """
+    images = real.held_out.clone()
+    replaced = torch.randperm(len(images), generator=rng)[: round(fraction * len(images))]
+    images[replaced] = matched_training_images(real, rng)[replaced]
+    return drawn(images, count, rng)
 
 
 @dataclass(frozen=True)
@@ -115,7 +144,8 @@ DEGRADATIONS: tuple[Degradation, ...] = (
                 {**FIDELITY_FALLS, "recall": FALLS}),
     Degradation("drop_classes", "classes dropped", (0.0, 2.0, 4.0, 6.0, 8.0), classes_dropped,
                 {"fid": RISES, "kid": RISES, "is": FALLS, "recall": FALLS, "coverage": FALLS}, needs="labels"),
-    Degradation("copies", "share of training images among held-out ones", (0.0, 0.25, 0.5, 0.75, 1.0), with_copies,
+    Degradation("copies", "share of held-out images replaced by training images", (0.0, 0.25, 0.5, 0.75, 1.0),
+                with_copies,
                 {"fid": FALLS, "kid": FALLS, "precision": RISES, "density": RISES, "coverage": RISES},
                 needs="held_out", base="held_out"),
 )
@@ -301,11 +331,37 @@ def summary_sentences(checks: Sequence[Monotonicity]) -> list[str]:
     return sentences
 
 
+def degradation_markdown(rows: Sequence[DegradationRow], checks: Sequence[Monotonicity]) -> str:
+    """The degradations for a results page: how they were scored, the directions, the means, one sentence each."""
+    draws = len({row.draw for row in rows})
+    images = rows[0].images if rows else 0
+    how = (
+        f"Real images degraded at increasing strengths, {images} per set, each set scored against the benchmark's "
+        f"reference exactly as a generator's {images} samples are; {draws} draw{'s' * (draws != 1)} per strength, "
+        "the tables give the mean (every draw: `metric_validation.csv`; `gnbench validate-metrics SPEC` recomputes "
+        "them). ↑ rises, ↓ falls, ↕ not monotone, – flat with the strength; ✓ where a metric moves as it must, ✗ where "
+        "it does not, no mark where it need not move one way."
+    )
+    sentences = "\n".join(f"- {sentence}" for sentence in summary_sentences(checks))
+    return "\n\n".join([how, monotonicity_table(checks), sentences, values_table(checks)])
+
+
+def write_degradations(rows: Sequence[DegradationRow], checks: Sequence[Monotonicity], folder: Path) -> list[Path]:
+    """``metric_validation.csv`` (every scored set) and ``metric_monotonicity.csv`` (the checks) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / VALIDATION_CSV, folder / MONOTONICITY_CSV]
+    write_csv([row.as_dict() for row in rows], paths[0])
+    write_csv([check.as_dict() for check in checks], paths[1])
+    return paths
+
+
 # -- from a config ---------------------------------------------------------------------------------
 def real_images(dataset: ImageDataset, held_out: ImageDataset | None) -> RealImages:
     """The training images and labels of ``dataset`` and the images of its held-out split."""
     images, labels = dataset_tensors(dataset)
-    return RealImages(images, labels, dataset.num_classes, dataset_tensors(held_out)[0] if held_out is not None else None)
+    if held_out is None:
+        return RealImages(images, labels, dataset.num_classes)
+    return RealImages(images, labels, dataset.num_classes, *dataset_tensors(held_out))
 
 
 def validate_metrics(
@@ -314,19 +370,20 @@ def validate_metrics(
     *,
     draws: int = 3,
     seed: int = 0,
-    device: str = "cpu",
+    device: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[list[DegradationRow], list[Monotonicity]]:
     """Degrade the real images of ``config``'s data set and score them with its evaluation settings.
 
-    ``metrics``: the metrics to compute (default ``eval.metrics``), for example a bench spec's.
-    ``copies`` is left out where the data set has no held-out split, or scores against it
-    (``reference_split``). Returns the scored rows (one per degradation, strength and draw) and the monotonicity checks.
+    ``metrics``: the metrics to compute (default ``eval.metrics``), for example a bench spec's;
+    ``device``: default ``train.device`` (``auto``: CUDA where present). ``copies`` is left out where
+    the data set has no held-out split, or scores against it (``reference_split``). Returns the
+    scored rows (one per degradation, strength and draw) and the monotonicity checks.
     """
     settings = config.eval.model_copy(update={"metrics": list(metrics or config.eval.metrics)})
     dataset, _ = build_dataset_and_models(config)
     reference = build_reference_dataset(config, dataset)
-    evaluator = Evaluator(dataset, settings, device, reference_data=reference)
+    evaluator = Evaluator(dataset, settings, device or evaluation_device(config), reference_data=reference)
     # where the held-out split is the reference itself, mixing it with training images is no test of memorisation
     real = real_images(dataset, held_out_split(config, dataset) if reference is None else None)
     rows = degradation_rows(real, evaluator, draws=draws, seed=seed, log=log)
@@ -339,26 +396,26 @@ def command_validate_metrics(args: argparse.Namespace) -> None:
     def log(line: str) -> None:
         print(line, file=sys.stderr)
 
+    if args.draws < 1:
+        raise GnPluginError(f"--draws must be at least 1, got {args.draws}")
     spec_path = find_spec(args.spec)
     spec = load_spec(spec_path)
     cells = expand(spec, spec_path, output_root(spec, args.out))
     root = cells[0].root
     started = time.perf_counter()
     rows, checks = validate_metrics(cells[0].config, spec.metrics, draws=args.draws, seed=args.seed, log=log)
-    root.mkdir(parents=True, exist_ok=True)
-    write_csv([row.as_dict() for row in rows], root / "metric_validation.csv")
-    write_csv([check.as_dict() for check in checks], root / "metric_monotonicity.csv")
-    print(monotonicity_table(checks), values_table(checks), "\n".join(summary_sentences(checks)), sep="\n\n")
-    log(f"degradations: {time.perf_counter() - started:.0f} s; wrote {root / 'metric_validation.csv'}, "
-        f"{root / 'metric_monotonicity.csv'}")
+    written = write_degradations(rows, checks, root)
+    print(degradation_markdown(rows, checks))
+    log(f"degradations: {time.perf_counter() - started:.0f} s; wrote {', '.join(map(str, written))}")
     runs = memorisation.runs_by_method(cells)
     if not runs:
         log(f"no finished run under {root}: the memorisation check needs the benchmark's runs")
         return
+    started = time.perf_counter()
     found = memorisation.check_runs(runs, checkpoint=args.checkpoint, generators=args.generators, log=log)
-    write_csv([row.as_dict() for row in found], root / "memorisation.csv")
-    print("", memorisation.memorisation_table(found), sep="\n")
-    log(f"wrote {root / 'memorisation.csv'}")
+    path = memorisation.write_memorisation(found, root)
+    print("", memorisation.memorisation_markdown(found, checkpoint=args.checkpoint), sep="\n")
+    log(f"memorisation: {time.perf_counter() - started:.0f} s; wrote {path}")
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:

@@ -51,6 +51,21 @@ def build_reference_dataset(config: Config, dataset: ImageDataset) -> ImageDatas
     return build_dataset(config, split=dataset.reference_split, resolution=dataset.resolution)
 
 
+def held_out_split(config: Config, dataset: ImageDataset) -> ImageDataset | None:
+    """The data set's ``test`` split at ``dataset``'s resolution, or None where it has none."""
+    try:
+        return build_dataset(config, split="test", resolution=dataset.resolution)
+    except GnPluginError:
+        return None
+
+
+def evaluation_device(config: Config) -> str:
+    """Where to score outside a run (floors, metric checks): ``train.device``, ``auto`` being CUDA where present."""
+    if config.train.device != "auto":
+        return config.train.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def build_models(config: Config, dataset: ImageDataset) -> GANPair:
     """G and the raw D of ``model.name``, matched to the data set's channels and classes."""
     model = config.model
