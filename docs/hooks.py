@@ -224,14 +224,22 @@ def recipes() -> str:
         folder = shared.parent
         relative = folder.relative_to(ROOT).as_posix()
         base = load_config(shared)
-        t, e = base.train, base.eval
+        t, e, d = base.train, base.eval, base.data
+        options = ", ".join(f"{key} {value}" for key, value in d.options.items())
+        scored = (
+            "the digits classifier" if d.name == "digits"
+            else f"`eval.mode: {e.mode}`" + (" (the paper's metric code; `--set eval.mode=clean` for clean-fid's own)"
+                                             if e.mode == "legacy_tensorflow" else "")
+        )
         sections += [
             f"### `{relative}`", "", header_comment(shared), "",
             (
-                f"Shared: model `{base.model.name}`, data `{base.data.name}`, {t.steps} generator steps, n_dis {t.n_dis}, "
+                f"Shared: model `{base.model.name}`, data `{d.name}`{f' ({options})' if options else ''}, "
+                f"`data.hflip: {d.hflip}`, {t.steps} generator steps, n_dis {t.n_dis}, "
                 f"batch D/G {t.batch_size_d}/{t.batch_size_g}, lr D/G {t.lr_d:g}/{t.lr_g:g}, lr decay {t.lr_decay}, "
                 f"EMA {t.ema.decay} from step {t.ema.start}; evaluation every {e.every} steps with {e.num_samples} "
-                f"samples ({', '.join(e.metrics)}), best by {e.best_metric} of the {e.best_generator} generator."
+                f"samples ({', '.join(e.metrics)}) scored by {scored}, best by {e.best_metric} of the "
+                f"{e.best_generator} generator."
             ),
             "", "| recipe | norm | loss | regularizers | command |", "|---|---|---|---|---|",
         ]

@@ -1,7 +1,8 @@
 """Batched image augmentation on the tensor's own device (consistency regularization).
 
 It draws what the authors' release draws per image through PIL (``RandomHorizontalFlip`` then
-``RandomAffine(0, translate=(0.2, 0.2))`` with fill 0), for a whole batch at once.
+``RandomAffine(0, translate=(0.2, 0.2))`` with fill 0), for a whole batch at once; the flip is left
+out for data that is not mirror-symmetric.
 """
 
 from __future__ import annotations
@@ -30,18 +31,21 @@ def random_shifts(
 
 
 def flip_and_translate(
-    images: Tensor, max_translation: float = 0.2, generator: torch.Generator | None = None, fill: float = BLACK
+    images: Tensor, max_translation: float = 0.2, generator: torch.Generator | None = None, fill: float = BLACK,
+    *, flip: bool = True,
 ) -> Tensor:
     """Random horizontal flip, then a random integer translation of up to ``max_translation`` of the
     image size in each axis (:func:`random_shifts`), the uncovered border filled with ``fill``; one
     draw per sample, computed on ``images.device``.
 
+    ``flip=False`` leaves out the flip (and its draw), for images that are not mirror-symmetric.
     ``generator`` (on the same device) makes the draw reproducible.
     """
     batch, _, height, width = images.shape
     device = images.device
-    flip = torch.rand(batch, device=device, generator=generator) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(3), images)
+    if flip:
+        flipped = torch.rand(batch, device=device, generator=generator) < 0.5
+        images = torch.where(flipped[:, None, None, None], images.flip(3), images)
     shift_x = random_shifts(batch, width, max_translation, device, generator)
     shift_y = random_shifts(batch, height, max_translation, device, generator)
     pad_h, pad_w = math.ceil(max_translation * height), math.ceil(max_translation * width)  # ≥ any |shift|

@@ -1,4 +1,4 @@
-"""gnbench: train, evaluate, sample, list components, benchmark.
+"""gnbench: train, evaluate, sample, list components, benchmark, validate metrics.
 
 User mistakes (bad config, unknown component, missing file, broken plugin) print one line and exit 2,
 without a traceback.
@@ -37,6 +37,11 @@ EXPERIMENT_COMMANDS = {
         "Theorem 5: empirical Lipschitz constant of SN and GN discriminators against depth",
     ),
     "perf": ("gn_plugin.experiments.perf", "time and peak memory of a training iteration per method, as ratios to SN"),
+    "validate-metrics": (
+        "gn_plugin.experiments.metric_validation",
+        "score degraded real images as a benchmark scores samples (do its metrics rank them?) and check "
+        "its finished runs for copies of training images",
+    ),
 }
 
 

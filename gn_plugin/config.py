@@ -137,7 +137,13 @@ class DataConfig(Strict):
     name: str = Field("digits", description="registered data set")
     root: str = Field("data", description="where the data set lives or is downloaded to")
     resolution: int | None = Field(None, gt=0, description="image size; null = the model's resolution")
-    hflip: bool = Field(True, description="random horizontal flip of real images, batched on the device")
+    hflip: Switch = Field(
+        "auto",
+        description="random horizontal flip of the real training images, batched on the device: auto flips when the "
+        "data set declares itself mirror-symmetric (CIFAR-10, STL-10, CelebA-HQ, LSUN; not digits); on flips any "
+        "data set (a warning in log.txt where it is not mirror-symmetric); off never. true/false mean on/off. "
+        "GN-CR's augmentation follows the data set's declaration, not this key",
+    )
     num_workers: int = Field(
         2, ge=0, description="data loader workers for data sets read from disk (also decoding them for on_device)"
     )
@@ -287,7 +293,9 @@ class EvalConfig(Strict):
         description="clean-fid's pipeline for Inception metrics (FID, KID, IS from one pass): clean (PIL bicubic "
         "resize to 299, TF-Inception weights), legacy_tensorflow (the TF graph's own bilinear resize inside the "
         "TF-Inception: TTUR FID and TF IS, as in the paper), legacy_pytorch (PyTorch bilinear resize, pytorch-fid's "
-        "port of the weights). Numbers of different modes do not compare; the digits classifier ignores it",
+        "port of the weights). Numbers of different modes do not compare. The recipes of the paper's tables use "
+        "legacy_tensorflow (--set eval.mode=clean for clean-fid's own); data sets scored by the digits classifier "
+        "(one pipeline) take clean only",
     )
     pytorch_inception_path: str | None = Field(
         None,

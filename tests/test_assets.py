@@ -39,8 +39,12 @@ def cifar_offline(tmp_path: Path) -> list[str]:
     return [f"data.root={tmp_path / 'data'}", f"eval.inception_path={tmp_path / 'weights' / 'inception.pt'}"]
 
 
-def test_cifar10_recipe_report_names_every_missing_file_with_its_source(tmp_path, cache, capsys):
-    assert main(["assets", str(CIFAR_GN), "--set", *cifar_offline(tmp_path)]) == 1
+@pytest.mark.parametrize("mode", ["legacy_tensorflow", "clean"])
+def test_cifar10_recipe_report_names_every_missing_file_with_its_source(mode, tmp_path, cache, capsys):
+    """The recipe scores in the paper's legacy_tensorflow mode: clean-fid's statistics of that mode are
+    listed, and ``--set eval.mode=clean`` lists clean mode's instead."""
+    overrides = cifar_offline(tmp_path) + ([] if mode == "legacy_tensorflow" else ["eval.mode=clean"])
+    assert main(["assets", str(CIFAR_GN), "--set", *overrides]) == 1
     out = capsys.readouterr().out
     batches = tmp_path / "data" / datasets.CIFAR10.base_folder
     expected_files = [name for name, _ in datasets.CIFAR10.train_list + datasets.CIFAR10.test_list] + ["batches.meta"]
@@ -49,7 +53,9 @@ def test_cifar10_recipe_report_names_every_missing_file_with_its_source(tmp_path
     assert out.count(datasets.CIFAR10.url) == 1  # one archive provides all seven, listed once
     assert f"tar xzf cifar-10-python.tar.gz -C {tmp_path / 'data'}" in out
     assert f"at {tmp_path / 'weights' / 'inception.pt'}" in out and downloads_helper.inception_url in out
-    for stats in ("cifar10_clean_train_32.npz", "cifar10_clean_train_32_kid.npz"):  # the recipe computes KID too
+    other = "clean" if mode == "legacy_tensorflow" else "legacy_tensorflow"
+    assert f"cifar10_{other}_" not in out
+    for stats in (f"cifar10_{mode}_train_32.npz", f"cifar10_{mode}_train_32_kid.npz"):  # the recipe computes KID too
         assert f"at {cache / stats}" in out and f"also looked in {tmp_path / 'cleanfid-stats' / stats}" in out
         assert assets.CLEANFID_STATS_URL + stats in out
     assert "read by cifar10/cnn/gn.yaml" in out
@@ -163,8 +169,8 @@ def test_training_names_every_missing_file_in_one_error_before_step_one(tmp_path
     err = capsys.readouterr().err
     assert err.startswith("gnbench: error: 10 file(s) this run reads are missing or invalid")
     assert f"gnbench assets {run / 'config.yaml'} --fetch" in err
-    for name in ("data_batch_1", "test_batch", "batches.meta", "inception.pt", "cifar10_clean_train_32.npz",
-                 "cifar10_clean_train_32_kid.npz"):
+    for name in ("data_batch_1", "test_batch", "batches.meta", "inception.pt", "cifar10_legacy_tensorflow_train_32.npz",
+                 "cifar10_legacy_tensorflow_train_32_kid.npz"):
         assert name in err
     assert len(err.strip().splitlines()) == 11  # the summary line, then one line per file
     assert not (run / "checkpoints").exists() and not (run / "scalars.jsonl").exists()

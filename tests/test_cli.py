@@ -42,7 +42,8 @@ def test_list_detail_shows_whole_first_sentences_without_markup_and_the_options(
     models = detail_lines(capsys, "model")
     assert "depth=3" in models["mlp"][1] and "z_dim" not in models["mlp"][1]  # z_dim is model.z_dim, not an option
     norms = detail_lines(capsys, "norm")
-    assert norms["gn-cr"][1] == "options: consistency_weight=5.0, max_translation=0.2, zeta='abs'"
+    assert norms["gn-cr"][1] == "options: consistency_weight=5.0, max_translation=0.2, zeta='abs', hflip='auto'"
+    assert "not mirror-symmetric" in datasets["digits"][0] and "mirror_symmetric=True" in datasets["folder"][1]
     assert norms["gn"] == [
         "Norm gn: wrap discriminator with gradient normalization (zeta: abs, one or zero).", "options: zeta='abs'"
     ]

@@ -168,3 +168,86 @@ def test_best_checkpoint_is_chosen_by_the_raw_generator_at_32_and_48_px_and_by_e
         assert chosen == "raw"
     else:
         assert resolution(path) >= 128 and chosen == "ema"
+
+
+# -- the metric mode of the paper's recipes ------------------------------------------------------------
+def test_recipes_of_the_papers_tables_default_to_its_metric_mode_and_clean_is_one_flag_away():
+    for path in shipped_recipes():
+        recipe = load_config(path)
+        if recipe.data.name == "digits":  # the digits classifier has one pipeline
+            assert recipe.eval.mode == "clean", path
+            continue
+        assert recipe.eval.mode == "legacy_tensorflow", path  # the TF code behind the paper's tables
+        assert load_config(path, ["eval.mode=clean"]).eval.mode == "clean"
+
+
+def test_a_data_set_scored_by_the_digits_classifier_refuses_an_inception_mode():
+    from gn_plugin.errors import GnPluginError
+    from gn_plugin.evaluation.features import build_extractor
+    from gn_plugin.training.build import required_assets
+
+    digits = load_config(RECIPES / "digits" / "gn.yaml", ["eval.mode=legacy_tensorflow"])
+    with pytest.raises(GnPluginError, match="eval.mode: legacy_tensorflow .* digits classifier"):
+        required_assets(digits)  # before a run's first step
+    with pytest.raises(GnPluginError, match="leave eval.mode at clean"):
+        build_extractor("digits", mode="legacy_pytorch")
+    assert build_extractor("digits").name.startswith("digits-")
+
+
+# -- CelebA-HQ 128: scored against the release's 3,000 held-out images ------------------------------
+def celebahq_stand_in(folder, count: int = 30):
+    """``1.png`` … ``count.png``, each a flat colour made from its number (as the release names CelebA-HQ)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(1, count + 1):
+        Image.new("RGB", (8, 8), (number * 8, 255 - number * 8, (number * 37) % 256)).save(folder / f"{number}.png")
+    return folder
+
+
+def test_held_out_images_are_the_last_by_number_and_never_trained_on(tmp_path):
+    from gn_plugin.errors import GnPluginError
+
+    root = celebahq_stand_in(tmp_path / "celebahq")
+    train = create("dataset", "folder", root=str(root), resolution=8, held_out=3)
+    test = create("dataset", "folder", root=str(root), resolution=8, split="test", held_out=3)
+    names = lambda dataset: sorted(int(f.rsplit("/", 1)[-1].split(".")[0]) for f in dataset.files)  # noqa: E731
+    assert names(test) == [28, 29, 30]  # by number, as the release's 27001.jpg … 30000.jpg (not 7, 8, 9 by text)
+    assert names(train) == list(range(1, 28))
+    assert len(create("dataset", "folder", root=str(root), resolution=8)) == 30  # no held_out: every image trains
+    for options, message in [
+        ({"held_out": 30}, "held_out 30 leaves no training image"),
+        ({"held_out": -1}, "held_out must be a whole number"),
+        ({"reference_split": "test"}, "reference_split 'test' needs held-out images"),
+        ({"split": "test"}, "has one split, 'train'"),
+    ]:
+        with pytest.raises(GnPluginError, match=message):
+            create("dataset", "folder", root=str(root), resolution=8, **options)
+
+
+def test_celebahq128_recipe_trains_on_the_rest_and_scores_against_the_held_out_split(tmp_path):
+    from gn_plugin.evaluation.reference import dataset_fingerprint
+    from gn_plugin.experiments.smoke import write_stand_in_inception
+    from gn_plugin.training.build import build_dataset, build_reference_dataset, required_assets
+    from gn_plugin.training.loop import train
+
+    recipe_path = RECIPES / "celebahq128" / "resnet" / "gn.yaml"
+    root = celebahq_stand_in(tmp_path / "celebahq")
+    recipe = load_config(recipe_path, [f"data.root={root}"])
+    assert recipe.data.options == {"held_out": 3000, "reference_split": "test"}  # the release's 3k test images
+    assert any(a.what == "reference statistics of folder 128px, split test" for a in required_assets(recipe))
+    # the recipe's data and evaluation, with 3 of the 30 stand-in images held out and a small model (CPU)
+    config = load_config(recipe_path, [
+        f"data.root={root}", "data.options.held_out=3", "data.num_workers=0", "model.name=mlp",
+        "model.options.resolution=16", "model.width=0.125", "train.n_dis=1", "train.steps=2",
+        "train.batch_size_d=2", "train.batch_size_g=2", "train.device=cpu", "eval.num_samples=4",
+        "eval.batch_size=2", f"eval.inception_path={write_stand_in_inception(tmp_path / 'inception.pt')}",
+        f"eval.cache_dir={tmp_path / 'cache'}",
+    ])
+    training = build_dataset(config, resolution=16)
+    reference = build_reference_dataset(config, training)
+    assert training.reference_split == "test" and len(training) == 27 and len(reference) == 3
+    assert not set(training.files) & set(reference.files)
+    train(config, tmp_path / "run", progress=False)
+    cached = [p.name for p in (tmp_path / "cache").glob("*.npz")]
+    assert len(cached) == 1 and dataset_fingerprint(reference) in cached[0]  # statistics of the 3 held-out images

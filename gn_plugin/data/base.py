@@ -7,8 +7,17 @@ applies it batched on the device when the config asks for it.
 
 Attributes the runner reads: ``name``, ``resolution``, ``channels``, ``num_classes`` (0 when
 unlabelled), ``metric_space`` (``"inception"`` or ``"digits"``: which feature extractor scores
-samples of it) and ``cleanfid_reference`` (``(name, resolution, split)`` of clean-fid's precomputed
-statistics, or None to compute reference statistics from the data set once and cache them).
+samples of it), ``cleanfid_reference`` (``(name, resolution, split)`` of clean-fid's precomputed
+statistics, or None to compute reference statistics from the data set once and cache them),
+``reference_split`` (the split whose images samples are scored against; None, the default: the data
+set's own images) and ``mirror_symmetric``.
+
+``mirror_symmetric`` says whether a mirrored image is as likely as the image itself: true for
+photographs of faces, scenes and objects (CIFAR-10, STL-10, CelebA-HQ, LSUN), false for digits and
+text. It decides whether training flips real images (``data.hflip: auto``) and whether an
+augmentation that can mirror (GN-CR's and ``cr``'s, option ``hflip: auto``) mirrors: a flipped
+digit is not a digit. It defaults to true (what the GAN literature and the authors' release assume);
+a data set of images that are not mirror-symmetric sets it to false.
 Small data sets subclass :class:`TensorImageDataset`, whose tensors the runner keeps on the device.
 Large ones decode their images lazily, one item at a time, through :func:`image_to_tensor`
 (:class:`EncodedImageDataset` for files or encoded bytes); the runner reads them through a
@@ -17,8 +26,8 @@ Those take the option ``resize``: ``squash`` (default, the authors' bilinear ``R
 or ``center_crop`` (the centred square, bicubic).
 
 A factory that reads files may carry an attribute ``required_files(*, root, resolution, split,
-**options) -> DatasetFiles``, called with the factory's own arguments (without ``download``) and
-creating nothing: the files it reads (each with its checksum, the download that provides it and
+**options) -> DatasetFiles``, called with the factory's own arguments (without ``download``,
+``resize`` and ``mirror_symmetric``, which change no file) and creating nothing: the files it reads (each with its checksum, the download that provides it and
 how to place it by hand) and how its samples are scored. ``gnbench assets`` lists and fetches them
 and training checks them before its first step. A factory without it reads no file of its own
 (``digits``, ``fake``) or lets the user's ``root`` be whatever it is (``folder``, ``lmdb``)::
@@ -41,7 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from gn_plugin.errors import GnPluginError
 
@@ -68,13 +77,15 @@ class RequiredFile:
 class DatasetFiles:
     """What a data set needs from disk, known before it is created (the ``required_files`` hook).
 
-    ``metric_space`` and ``cleanfid_reference`` are the attributes the created data set will carry,
-    so that the feature extractor and the reference statistics it needs can be listed too.
+    ``metric_space``, ``cleanfid_reference`` and ``reference_split`` are the attributes the created
+    data set will carry, so that the feature extractor and the reference statistics it needs can be
+    listed too.
     """
 
     files: tuple[RequiredFile, ...] = ()
     metric_space: str = "inception"
     cleanfid_reference: tuple[str, int, str] | None = None
+    reference_split: str | None = None
 
 
 class ImageDataset(Dataset):
@@ -86,6 +97,8 @@ class ImageDataset(Dataset):
     num_classes: int = 0
     metric_space: str = "inception"
     cleanfid_reference: tuple[str, int, str] | None = None
+    reference_split: str | None = None
+    mirror_symmetric: bool = True
 
     def feed_digest(self, digest: Any) -> None:
         """Feed every image to ``digest`` (a :mod:`hashlib` object), which then tells versions of the data apart.
@@ -100,7 +113,10 @@ class ImageDataset(Dataset):
 class TensorImageDataset(ImageDataset):
     """A data set held as two tensors: ``images`` [N, C, H, W] in [-1, 1] and ``labels`` [N] int64."""
 
-    def __init__(self, images: Tensor, labels: Tensor, *, name: str, num_classes: int, metric_space: str = "inception") -> None:
+    def __init__(
+        self, images: Tensor, labels: Tensor, *, name: str, num_classes: int, metric_space: str = "inception",
+        mirror_symmetric: bool = True,
+    ) -> None:
         if images.dim() != 4 or images.shape[0] != labels.shape[0]:
             raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match")
         self.images = images.float()
@@ -110,6 +126,7 @@ class TensorImageDataset(ImageDataset):
         self.resolution = images.shape[2]
         self.num_classes = num_classes
         self.metric_space = metric_space
+        self.mirror_symmetric = mirror_symmetric
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -119,6 +136,14 @@ class TensorImageDataset(ImageDataset):
 
     def feed_digest(self, digest: Any) -> None:
         digest.update(self.images.contiguous().numpy())
+
+
+def dataset_tensors(dataset: ImageDataset) -> tuple[Tensor, Tensor]:
+    """Every image and label of ``dataset`` as two tensors (a :class:`TensorImageDataset` hands over its own)."""
+    if isinstance(dataset, TensorImageDataset):
+        return dataset.images, dataset.labels
+    batches = list(DataLoader(dataset, batch_size=500, shuffle=False, num_workers=0))
+    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
 
 
 def to_unit_range(images: Tensor) -> Tensor:
@@ -198,22 +223,30 @@ class EncodedImageDataset(ImageDataset):
     """Unlabelled images kept encoded (files or bytes) and decoded per item by :func:`decode_image`.
 
     Subclasses implement ``__len__`` and ``encoded(index) -> (source, origin)``. Such a data set is
-    one split, ``train``: point ``root`` at another folder or database for held-out images.
+    one split, ``train``, unless the subclass offers more (``splits``); otherwise point ``root`` at
+    another folder or database for held-out images.
     """
 
-    def __init__(self, *, name: str, resolution: int, split: str, resize: str = "squash") -> None:
+    def __init__(
+        self, *, name: str, resolution: int, split: str, resize: str = "squash", mirror_symmetric: bool = True,
+        splits: tuple[str, ...] = ("train",),
+    ) -> None:
         if not isinstance(resolution, int) or resolution < 1:
             raise GnPluginError(
                 f"dataset '{name}': resolution must be a positive integer, got {resolution!r}"
             )
-        if split != "train":
+        if split not in splits:
             raise GnPluginError(
                 f"dataset '{name}' has one split, 'train', not '{split}' "
                 "(point root at another location for held-out images)"
+                if splits == ("train",) else f"dataset '{name}': unknown split '{split}' (choose {', '.join(splits)})"
             )
+        if not isinstance(mirror_symmetric, bool):
+            raise GnPluginError(f"dataset '{name}': mirror_symmetric must be true or false, got {mirror_symmetric!r}")
         self.name = name
         self.resolution = resolution
         self.resize = check_resize_mode(name, resize)
+        self.mirror_symmetric = mirror_symmetric
 
     def encoded(self, index: int) -> tuple[str | bytes, str]:
         """The encoded image ``index`` (a path or bytes) and where it comes from, for error messages."""

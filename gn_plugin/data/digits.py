@@ -2,7 +2,8 @@
 
 The embedded default data set. A fixed, stratified split keeps 360 images out as the held-out set
 (``split="test"``), which gives the digits classifier its accuracy and the metrics their
-real-vs-real floor.
+real-vs-real floor. Digits are not mirror-symmetric (a mirrored 2 is no digit), so neither training
+nor GN-CR's augmentation flips them unless told to.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def digits(
     download: bool = True,
     channels: int = 1,
 ) -> TensorImageDataset:
-    """Dataset ``digits``: 8×8 grey digits in [-1, 1], optionally resized and repeated to ``channels``."""
+    """Dataset ``digits``: 8×8 grey digits in [-1, 1], optionally resized and repeated to ``channels``;
+    not mirror-symmetric, so never flipped unless a flip is forced."""
     if channels not in (1, 3):
         raise GnPluginError(f"dataset 'digits': channels must be 1 or 3, got {channels}")
     images, labels = digits_arrays(split)
@@ -52,5 +54,6 @@ def digits(
         tensor = resize(tensor, resolution).clamp(0, 1)
     tensor = to_unit_range(tensor).repeat(1, channels, 1, 1)
     return TensorImageDataset(
-        tensor, torch.from_numpy(labels), name="digits", num_classes=10, metric_space="digits"
+        tensor, torch.from_numpy(labels), name="digits", num_classes=10, metric_space="digits",
+        mirror_symmetric=False,
     )

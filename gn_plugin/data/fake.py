@@ -18,7 +18,8 @@ def fake(
     num_classes: int = 0,
     seed: int = 0,
 ) -> TensorImageDataset:
-    """Dataset ``fake``: ``size`` uniform random images in [-1, 1] and labels, fixed by ``seed``."""
+    """Dataset ``fake``: ``size`` uniform random images in [-1, 1] and labels, fixed by ``seed``
+    (mirror-symmetric: a mirrored noise image is as likely as the image)."""
     resolution = resolution or 32
     generator = torch.Generator().manual_seed(seed + (split != "train"))
     images = torch.rand(size, channels, resolution, resolution, generator=generator) * 2 - 1

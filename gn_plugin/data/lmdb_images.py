@@ -52,8 +52,10 @@ if hasattr(os, "register_at_fork"):
 class LmdbImages(EncodedImageDataset):
     """The values of an LMDB, one encoded image each, in key order."""
 
-    def __init__(self, root: str, *, resolution: int, split: str, resize: str = "squash") -> None:
-        super().__init__(name="lmdb", resolution=resolution, split=split, resize=resize)
+    def __init__(
+        self, root: str, *, resolution: int, split: str, resize: str = "squash", mirror_symmetric: bool = True
+    ) -> None:
+        super().__init__(name="lmdb", resolution=resolution, split=split, resize=resize, mirror_symmetric=mirror_symmetric)
         self.root = os.path.abspath(os.path.expanduser(root))
         if not os.path.exists(self.root):
             raise GnPluginError(f"dataset 'lmdb': {self.root} does not exist")
@@ -72,13 +74,14 @@ class LmdbImages(EncodedImageDataset):
 
 
 def lmdb(
-    *, root: str, resolution: int, split: str = "train", download: bool = True, resize: str = "squash"
+    *, root: str, resolution: int, split: str = "train", download: bool = True, resize: str = "squash",
+    mirror_symmetric: bool = True,
 ) -> LmdbImages:
     """Dataset ``lmdb``: the images of an LMDB at ``root``, RGB, resized to ``resolution`` (``resize``:
-    ``squash``, as the release squashes LSUN Church, or ``center_crop``), labels 0. There is nothing to
-    download; ``download`` is ignored."""
+    ``squash``, as the release squashes LSUN Church, or ``center_crop``), labels 0; ``mirror_symmetric``:
+    false for images that must not be flipped. There is nothing to download; ``download`` is ignored."""
     _lmdb_module()
-    return LmdbImages(root, resolution=resolution, split=split, resize=resize)
+    return LmdbImages(root, resolution=resolution, split=split, resize=resize, mirror_symmetric=mirror_symmetric)
 
 
 def lmdb_files(*, root: str, resolution: int | None = None, split: str = "train") -> DatasetFiles:

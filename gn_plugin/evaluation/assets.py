@@ -211,10 +211,13 @@ def cleanfid_statistics(
     )
 
 
-def computed_statistics(name: str, resolution: int, configured_cache: str | None = None) -> Asset:
-    """Statistics no one publishes: computed from the data set at the first evaluation and cached."""
+def computed_statistics(
+    name: str, resolution: int, configured_cache: str | None = None, split: str | None = None
+) -> Asset:
+    """Statistics no one publishes: computed from the data set (its ``split``, where not the training
+    images) at the first evaluation and cached."""
     return Asset(
-        what=f"reference statistics of {name} {resolution}px",
+        what=f"reference statistics of {name} {resolution}px" + (f", split {split}" if split else ""),
         note=f"computed from the data set at the first evaluation and cached in {cache_dir(configured_cache)}",
     )
 
@@ -228,20 +231,34 @@ def digits_classifier() -> Asset:
     )
 
 
-def evaluation_assets(needs: DatasetFiles, settings: EvalConfig, dataset: str, resolution: int) -> list[Asset]:
+def check_eval_mode(metric_space: str, mode: str) -> None:
+    """``eval.mode`` chooses how Inception is fed; the digits classifier has one pipeline, so a data set
+    scored by it takes the default ``clean`` only (another mode would be recorded but change nothing)."""
+    if metric_space == "digits" and mode != "clean":
+        raise GnPluginError(
+            f"eval.mode: {mode} chooses how Inception is fed, but this data set is scored by the digits "
+            "classifier, which has one pipeline; leave eval.mode at clean"
+        )
+
+
+def evaluation_assets(
+    needs: DatasetFiles, settings: EvalConfig, dataset: str, resolution: int, split: str | None = None
+) -> list[Asset]:
     """What scoring samples of a data set needs: the feature extractor's weights and the reference statistics.
 
-    ``needs`` is the data set's declaration (its metric space and clean-fid statistics), ``dataset``
-    and ``resolution`` its name and size. Nothing without metrics.
+    ``needs`` is the declaration (metric space and clean-fid statistics) of the images samples are
+    scored against, ``dataset`` and ``resolution`` the data set's name and size, ``split`` the split
+    of the reference where it is not the training images. Nothing without metrics.
     """
     if not settings.metrics:
         return []
+    mode = getattr(settings, "mode", "clean")  # eval.mode, where the config has one
+    check_eval_mode(needs.metric_space, mode)
     if needs.metric_space == "digits":
         return [digits_classifier()]
-    mode = getattr(settings, "mode", "clean")  # eval.mode, where the config has one
     assets = [inception_weights(settings.inception_path, mode)]
     if needs.cleanfid_reference is None:
-        return assets + [computed_statistics(dataset, resolution, settings.cache_dir)]
+        return assets + [computed_statistics(dataset, resolution, settings.cache_dir, split)]
     name, size, split = needs.cleanfid_reference
     assets.append(cleanfid_statistics(name, size, split, mode, configured_cache=settings.cache_dir))
     if "kid" in settings.metrics:

@@ -49,10 +49,13 @@ class Evaluator:
 
     ``extractor`` overrides the one ``dataset.metric_space`` picks (and ``eval.mode`` for Inception);
     clean-fid's precomputed statistics belong to its own Inception pipelines, so with a custom
-    extractor the reference is always computed from the data. ``held_out`` is the data set's
-    held-out split (for example the same data set created with ``split="test"``), used by
-    :meth:`floor`; :meth:`resampled_floor` scores the data set's own images at the generated sample
-    count. ``progress`` shows a bar while features are extracted.
+    extractor the reference is always computed from the data. ``reference_data``: the images samples
+    are scored against where they are not ``dataset`` itself (the split a data set names as its
+    ``reference_split``, such as CelebA-HQ 128's 3,000 held-out images); ``dataset`` stays the
+    training images. ``held_out`` is the data set's held-out split (for example the same data set
+    created with ``split="test"``), used by :meth:`floor`; :meth:`resampled_floor` scores the
+    training images at the generated sample count. ``progress`` shows a bar while features are
+    extracted.
     """
 
     def __init__(
@@ -63,17 +66,20 @@ class Evaluator:
         *,
         extractor: FeatureExtractor | None = None,
         held_out: ImageDataset | None = None,
+        reference_data: ImageDataset | None = None,
         progress: bool = False,
     ) -> None:
         for name in settings.metrics:
             get_metric(name)  # an unknown name fails before any expensive work
         self.dataset = dataset
+        self.reference_data = reference_data or dataset
         self.settings = settings
         self.device = str(device)
         self.held_out = held_out
         self.progress = progress
         uses_cleanfid_stats = (
-            extractor is None and dataset.metric_space == "inception" and dataset.cleanfid_reference is not None
+            extractor is None and dataset.metric_space == "inception"
+            and self.reference_data.cleanfid_reference is not None
         )
         self.extractor = extractor or build_extractor(
             dataset.metric_space, inception_path=settings.inception_path, device=self.device, mode=settings.mode,
@@ -82,11 +88,12 @@ class Evaluator:
         if uses_cleanfid_stats:
             with_features = any(map(needs_reference_features, settings.metrics))
             self.reference = cleanfid_reference(
-                *dataset.cleanfid_reference, mode=settings.mode, with_features=with_features, cache_dir=settings.cache_dir
+                *self.reference_data.cleanfid_reference, mode=settings.mode, with_features=with_features,
+                cache_dir=settings.cache_dir,
             )
         else:
             self.reference = dataset_reference(
-                dataset, self.extractor, settings.batch_size, settings.cache_dir, progress=progress
+                self.reference_data, self.extractor, settings.batch_size, settings.cache_dir, progress=progress
             )
 
     def evaluate(self, sample: Callable[[int], Tensor], label: str = "evaluation") -> dict[str, float]:
@@ -103,11 +110,17 @@ class Evaluator:
     def floor(self) -> dict[str, float]:
         """Real-vs-real metrics: what a perfect generator would score with this many samples.
 
-        The held-out split (at most ``num_samples`` images) against the reference; without one, a
-        random half of the data set (at most ``num_samples`` images) against the other half.
+        The held-out split (at most ``num_samples`` images) against the reference; where the reference
+        is a held-out split itself (``reference_data``), training images (at most ``num_samples``, drawn
+        at random) against it; otherwise a random half of the data set (at most ``num_samples`` images)
+        against the other half.
         """
         if self.held_out is not None:
             scored = Subset(self.held_out, range(min(self.settings.num_samples, len(self.held_out))))
+            reference = self.reference
+        elif self.reference_data is not self.dataset:
+            order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(HALVES_SEED))
+            scored = Subset(self.dataset, order.tolist()[: self.settings.num_samples])
             reference = self.reference
         else:
             order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(HALVES_SEED))
@@ -119,9 +132,10 @@ class Evaluator:
     def resampled_floor(self, draws: int = 20, seed: int = FLOOR_SEED) -> list[dict[str, float]]:
         """Real-vs-real metrics at the generated sample count, once per draw.
 
-        Each draw takes ``num_samples`` images of the data set with replacement, an i.i.d. sample of its
-        empirical distribution, and scores them against the reference like a generator's samples: what
-        a generator that reproduces the training images exactly scores with this many samples.
+        Each draw takes ``num_samples`` images of the data set (the training images) with replacement,
+        an i.i.d. sample of its empirical distribution, and scores them against the reference like a
+        generator's samples: what a generator that reproduces the training images exactly scores with
+        this many samples.
         """
         real = self._extract_data(self.dataset)
         rng = np.random.default_rng(seed)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from gn_plugin.errors import GnPluginError
-from gn_plugin.evaluation.assets import inception_weights, locate
+from gn_plugin.evaluation.assets import check_eval_mode, inception_weights, locate
 from gn_plugin.evaluation.digits_classifier import (
     DIGITS_CLASSIFIER_PATH,
     load_digits_classifier,
@@ -194,7 +194,9 @@ def build_extractor(
     mode: str = "clean",
     pytorch_inception_path: str | None = None,
 ) -> FeatureExtractor:
-    """The extractor that scores a data set of ``metric_space`` (``inception`` in clean-fid's ``mode``, or ``digits``)."""
+    """The extractor that scores a data set of ``metric_space`` (``inception`` in clean-fid's ``mode``, or
+    ``digits``, which takes ``mode`` clean only)."""
+    check_eval_mode(metric_space, mode)
     if metric_space == "inception" and mode == "legacy_pytorch":
         return PytorchInceptionExtractor(pytorch_inception_path, device)
     if metric_space == "inception":

@@ -21,11 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from gn_plugin.atomic import write_atomically
-from gn_plugin.config import Config
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.errors import GnPluginError, Interrupted
 from gn_plugin.evaluation.evaluator import Evaluator
@@ -39,7 +37,14 @@ from gn_plugin.experiments.machine import (
 from gn_plugin.experiments.pages import write_docs_page, write_report
 from gn_plugin.experiments.report import build_report
 from gn_plugin.experiments.spec import Cell, find_spec, floor_key, prepare
-from gn_plugin.training.build import build_dataset, build_dataset_and_models, check_components
+from gn_plugin.training.build import (
+    build_dataset,
+    build_dataset_and_models,
+    build_reference_dataset,
+    check_components,
+    evaluation_device,
+    held_out_split,
+)
 from gn_plugin.training.run_dir import LOCK_FILE, RunLock
 from gn_plugin.training.stopping import stop_signals
 from gn_plugin.training.threads import thread_share
@@ -183,11 +188,15 @@ def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
         if floors.get(key, {}).get("format") == FLOOR_FORMAT:
             continue
         dataset, _ = build_dataset_and_models(cell.config)
-        held_out = held_out_split(cell.config, dataset)
-        evaluator = Evaluator(dataset, cell.config.eval, floor_device(cell.config), held_out=held_out)
+        reference = build_reference_dataset(cell.config, dataset)  # a held-out split is the reference itself
+        held_out = held_out_split(cell.config, dataset) if reference is None else None
+        evaluator = Evaluator(
+            dataset, cell.config.eval, evaluation_device(cell.config), held_out=held_out, reference_data=reference
+        )
         count, size = cell.config.eval.num_samples, len(dataset)
-        pool = len(held_out) if held_out is not None else size - size // 2
+        pool = len(held_out) if held_out is not None else size if reference is not None else size - size // 2
         context = min(count, pool)
+        own = "" if reference is not None else " (the reference's own images)"
         floors[key] = {
             "format": FLOOR_FORMAT,
             "space": dataset.metric_space,
@@ -196,7 +205,7 @@ def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
             "draws": evaluator.resampled_floor(FLOOR_DRAWS),
             "how": (
                 f"{FLOOR_DRAWS} draws of {count} images, with replacement, from the {size} {dataset.name} training "
-                "images (the reference's own images), each scored against the reference exactly like a generator's "
+                f"images{own}, each scored against the reference exactly like a generator's "
                 f"samples. A draw with replacement is an i.i.d. sample of the training distribution, so this is what a "
                 f"generator that reproduces the training set exactly scores with {count} samples, the count the "
                 "generators are scored with (FID and KID are biased by the sample count, so a floor at another count "
@@ -210,11 +219,23 @@ def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
                     f" Beside it, for context: the {context} held-out images against the same reference, fresh "
                     "images but fewer, so with a larger small-sample bias."
                     if held_out is not None
+                    else f" Beside it, for context: {context} distinct training images against the same reference."
+                    if reference is not None
                     else f" Beside it, for context: {context} images of one random half against the other half."
+                )
+                + (
+                    f" The reference is the data set's {len(reference)} held-out '{dataset.reference_split}' images, "
+                    "which training never sees."
+                    if reference is not None
+                    else ""
                 )
             ),
             "held_out": {
-                "label": f"{context} held-out images" if held_out is not None else f"{context} images, half against half",
+                "label": (
+                    f"{context} held-out images" if held_out is not None
+                    else f"{context} training images" if reference is not None
+                    else f"{context} images, half against half"
+                ),
                 "images": context,
                 "metrics": evaluator.floor(),
             },
@@ -237,19 +258,6 @@ def read_floors(path: Path) -> dict[str, dict[str, Any]]:
         return {}
     return {key: floor for key, floor in kept.items() if isinstance(floor, dict) and isinstance(floor.get("metrics"), dict)}
 
-
-def held_out_split(config: Config, dataset: ImageDataset) -> ImageDataset | None:
-    """The data set's ``test`` split at the training resolution, or None where it has none."""
-    try:
-        return build_dataset(config, split="test", resolution=dataset.resolution)
-    except GnPluginError:
-        return None
-
-
-def floor_device(config: Config) -> str:
-    if config.train.device != "auto":
-        return config.train.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 

@@ -86,7 +86,6 @@ def smoke_config(path: Path, *, inception: Path, cache_dir: Path, steps: int, wi
     conditional = recipe.model.conditional
     overrides = [
         "data.name=fake", f"data.root={cache_dir}", "data.num_workers=0",
-        f"data.options={{num_classes: {10 if conditional else 0}, size: {8 * batch}, channels: 3}}",
         f"model.width={width}", f"train.steps={steps}", f"train.batch_size_d={batch}", f"train.batch_size_g={batch}",
         f"train.device={device}", f"train.log_every={steps}", f"train.sample_every={steps}", "train.sample_count=4",
         f"train.checkpoint_every={steps}", "eval.every=0", f"eval.num_samples={2 * batch}", f"eval.batch_size={batch}",
@@ -95,7 +94,11 @@ def smoke_config(path: Path, *, inception: Path, cache_dir: Path, steps: int, wi
     if recipe.data.name == "digits":  # the digits recipes keep their own data and metric space
         overrides = [o for o in overrides if not o.startswith(("data.", "eval.inception_path"))]
         overrides[overrides.index(f"model.width={width}")] = "model.width=0.25"
-    return load_config(path, overrides)
+        return load_config(path, overrides)
+    config = load_config(path, overrides)
+    # the recipe's own data options (a held-out split, say) belong to its data set, not to fake
+    config.data.options = {"num_classes": 10 if conditional else 0, "size": 8 * batch, "channels": 3}
+    return config
 
 
 def run_all(out: Path, *, steps: int, width: float, batch: int, device: str) -> list[dict]:

@@ -177,17 +177,19 @@ def gradient_norm(discriminator: nn.Module, zeta: str = "abs") -> GradNorm:
 
 
 def gradient_norm_cr(
-    discriminator: nn.Module, consistency_weight: float = 5.0, max_translation: float = 0.2, zeta: str = "abs"
+    discriminator: nn.Module, consistency_weight: float = 5.0, max_translation: float = 0.2, zeta: str = "abs",
+    hflip: str | bool = "auto",
 ) -> GradNorm:
     """Norm ``gn-cr``: GN plus consistency regularization on real images (λ = 5 as the authors ran it).
 
     The term is mean((f̂(aug(x)) − f̂(x))²) with both sides gradient-normalised and neither detached;
     aug is a random horizontal flip then a random translation of up to ``max_translation`` of the
-    image size, black fill (−1), batched on the device, drawn as the release draws them.
-    ``zeta`` as for ``gn``.
+    image size, black fill (−1), batched on the device, drawn as the release draws them. The flip
+    happens only on a mirror-symmetric data set (``hflip: auto``; ``on``/``off`` force it): digits
+    get the translation alone. ``zeta`` as for ``gn``.
     """
     wrapper = GradNorm(discriminator, zeta, norm="gn-cr")
     wrapper.implied_regularizers = [
-        ConsistencyRegularizer(weight=consistency_weight, max_translation=max_translation)
+        ConsistencyRegularizer(weight=consistency_weight, max_translation=max_translation, hflip=hflip)
     ]
     return wrapper

@@ -13,10 +13,17 @@ A regularizer that penalises the scores of an augmented view of the real batch m
 ``augment(real) -> Tensor`` and ``from_scores(real_scores, view_scores) -> Tensor`` (the same value as
 a call). When the norm declares ``per_sample_scores`` and every regularizer of the run has both, the
 D step scores the views in its one pass over real and fake images (``train.fuse_consistency``).
+
+A regularizer whose augmentation can mirror images declares ``mirror_symmetric`` (true until told
+otherwise) and ``flips`` (whether its augmentation mirrors, for the run's log). Before the first step
+the runner sets ``mirror_symmetric`` to the data set's own declaration
+(:attr:`gn_plugin.data.base.ImageDataset.mirror_symmetric`), so that a regularizer left at its
+default never mirrors images that are not mirror-symmetric, such as digits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
@@ -45,6 +52,22 @@ def checked_weight(weight: float) -> float:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
         raise ValueError(f"weight must be a number >= 0, got {weight!r}")
     return weight
+
+
+def parse_hflip(hflip: object) -> str:
+    """A regularizer's ``hflip`` option as ``auto``, ``on`` or ``off`` (YAML's true/false mean on/off)."""
+    if isinstance(hflip, bool):
+        return "on" if hflip else "off"
+    if hflip not in ("auto", "on", "off"):
+        raise ValueError(f"hflip must be auto, on or off, got {hflip!r}")
+    return hflip
+
+
+def declare_mirror_symmetry(regularizers: Iterable[object], mirror_symmetric: bool) -> None:
+    """Tell every regularizer that declares ``mirror_symmetric`` whether the data set is mirror-symmetric."""
+    for regularizer in regularizers:
+        if hasattr(regularizer, "mirror_symmetric"):
+            regularizer.mirror_symmetric = mirror_symmetric
 
 
 def scores_views(regularizer: object) -> bool:

@@ -23,7 +23,7 @@ from gn_plugin.evaluation.assets import Asset, data_asset, evaluation_assets
 from gn_plugin.models.base import GANPair, count_parameters
 from gn_plugin.norms.base import cheap_scorer, cheap_step_problem, has_per_sample_scores
 from gn_plugin.registry import create, get
-from gn_plugin.regularizers.base import scores_views
+from gn_plugin.regularizers.base import declare_mirror_symmetry, scores_views
 from gn_plugin.training import distributed
 from gn_plugin.training.cuda_graph import (
     CapturedStep,
@@ -43,6 +43,29 @@ def build_dataset(config: Config, split: str = "train", resolution: int | None =
     )
 
 
+def build_reference_dataset(config: Config, dataset: ImageDataset) -> ImageDataset | None:
+    """The split samples are scored against where the data set names one (``reference_split``), at
+    ``dataset``'s resolution; None: they are scored against ``dataset`` itself."""
+    if dataset.reference_split is None:
+        return None
+    return build_dataset(config, split=dataset.reference_split, resolution=dataset.resolution)
+
+
+def held_out_split(config: Config, dataset: ImageDataset) -> ImageDataset | None:
+    """The data set's ``test`` split at ``dataset``'s resolution, or None where it has none."""
+    try:
+        return build_dataset(config, split="test", resolution=dataset.resolution)
+    except GnPluginError:
+        return None
+
+
+def evaluation_device(config: Config) -> str:
+    """Where to score outside a run (floors, metric checks): ``train.device``, ``auto`` being CUDA where present."""
+    if config.train.device != "auto":
+        return config.train.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def build_models(config: Config, dataset: ImageDataset) -> GANPair:
     """G and the raw D of ``model.name``, matched to the data set's channels and classes."""
     model = config.model
@@ -56,8 +79,9 @@ def build_models(config: Config, dataset: ImageDataset) -> GANPair:
 
 
 def build_dataset_and_models(config: Config) -> tuple[ImageDataset, GANPair]:
-    """Data set and models of a config, with the data set at the generator's resolution."""
-    dataset = build_dataset(config)
+    """Data set and models of a config, with the data set at the generator's resolution (data sets read
+    from images, ``folder`` and ``lmdb``, need one to be created at all)."""
+    dataset = build_dataset(config, resolution=config.data.resolution or model_resolution(config))
     pair = build_models(config, dataset)
     resolution = pair.generator.resolution
     if dataset.resolution != resolution:
@@ -97,9 +121,13 @@ def dataset_needs(config: Config, resolution: int, split: str = "train") -> Data
     declare = getattr(get("dataset", data.name), "required_files", None)
     if declare is None:
         dataset = build_dataset(config, split, resolution)
-        return DatasetFiles(metric_space=dataset.metric_space, cleanfid_reference=dataset.cleanfid_reference)
-    # neither downloading nor the resize mode changes which files are read
-    options = {key: value for key, value in data.options.items() if key not in ("download", "resize")}
+        return DatasetFiles(
+            metric_space=dataset.metric_space, cleanfid_reference=dataset.cleanfid_reference,
+            reference_split=dataset.reference_split,
+        )
+    # neither downloading, nor the resize mode, nor mirror symmetry changes which files are read
+    ignored = ("download", "resize", "mirror_symmetric")
+    options = {key: value for key, value in data.options.items() if key not in ignored}
     try:
         return declare(root=data.root, resolution=resolution, split=split, **options)
     except TypeError as exc:
@@ -112,7 +140,11 @@ def required_assets(config: Config, *, evaluation: bool = True) -> list[Asset]:
     resolution = model_resolution(config)
     needs = dataset_needs(config, resolution)
     files = [data_asset(config.data.name, required) for required in needs.files]
-    return files + (evaluation_assets(needs, config.eval, config.data.name, resolution) if evaluation else [])
+    if not evaluation:
+        return files
+    split = needs.reference_split  # samples scored against another split: that split's statistics
+    scored = dataset_needs(config, resolution, split) if split else needs
+    return files + evaluation_assets(scored, config.eval, config.data.name, resolution, split=split)
 
 
 def build_norm(config: Config, discriminator: nn.Module) -> nn.Module:
@@ -125,12 +157,49 @@ def build_loss(config: Config):
     return create("loss", config.loss.name, **config.loss.options)
 
 
-def build_regularizers(config: Config, wrapper: nn.Module) -> dict[str, object]:
-    """Regularizers by display name: those the config lists plus those the norm implies (GN-CR)."""
+def build_regularizers(config: Config, wrapper: nn.Module, dataset: ImageDataset) -> dict[str, object]:
+    """Regularizers by display name: those the config lists plus those the norm implies (GN-CR), each
+    told whether ``dataset`` is mirror-symmetric (so that an augmentation mirrors only where it may)."""
     regularizers = {spec.name: create("regularizer", spec.name, **spec.options) for spec in config.regularizers}
     for implied in getattr(wrapper, "implied_regularizers", []):
         regularizers[f"{config.norm.name}:{type(implied).__name__}"] = implied
+    declare_mirror_symmetry(regularizers.values(), dataset.mirror_symmetric)
     return regularizers
+
+
+def flips_real_images(config: Config, dataset: ImageDataset) -> bool:
+    """Whether training flips the real images: ``data.hflip`` on, or auto on a mirror-symmetric data set."""
+    return config.data.hflip == "on" or (config.data.hflip == "auto" and dataset.mirror_symmetric)
+
+
+def describe_mirroring(config: Config, dataset: ImageDataset, regularizers: dict[str, Any]) -> list[str]:
+    """Lines for ``log.txt``: whether the data set is mirror-symmetric, and what flips its images because of it.
+
+    A flip forced on a data set that is not mirror-symmetric is a warning line.
+    """
+    declared = "is mirror-symmetric" if dataset.mirror_symmetric else "is not mirror-symmetric"
+    flips = flips_real_images(config, dataset)
+    lines = [
+        f"data '{dataset.name}' {declared}: real images {'flipped' if flips else 'not flipped'} "
+        f"(data.hflip {config.data.hflip})"
+    ]
+    for name, regularizer in regularizers.items():
+        if hasattr(regularizer, "flips"):
+            hflip = getattr(regularizer, "hflip", None)
+            lines.append(
+                f"{name}: augmentation {'mirrors' if regularizer.flips else 'does not mirror'}"
+                + (f" (hflip {hflip})" if hflip else "")
+            )
+    if not dataset.mirror_symmetric:
+        forced = ["data.hflip on"] * flips + [
+            name for name, regularizer in regularizers.items() if getattr(regularizer, "flips", False)
+        ]
+        if forced:
+            lines.append(
+                f"warning: {', '.join(forced)} mirrors '{dataset.name}', which is not mirror-symmetric: "
+                "D sees mirrored images as real"
+            )
+    return lines
 
 
 def describe_models(pair: GANPair) -> str:
@@ -211,7 +280,7 @@ def check_components(config: Config, dataset: ImageDataset | None = None) -> Non
     dataset = dataset or build_dataset(config)
     with torch.device("meta"):
         pair = build_models(config, dataset)
-        build_regularizers(config, build_norm(config, pair.discriminator))
+        build_regularizers(config, build_norm(config, pair.discriminator), dataset)
     build_loss(config)
 
 
@@ -226,7 +295,7 @@ def setup(config: Config, files: RunFiles, group: distributed.ProcessGroup) -> T
     dataset, pair = build_dataset_and_models(config)
     generator = pair.generator.to(device, memory_format=memory_format(config))
     discriminator = build_norm(config, pair.discriminator).to(device, memory_format=memory_format(config))
-    regularizers = build_regularizers(config, discriminator)
+    regularizers = build_regularizers(config, discriminator, dataset)
     loss = build_loss(config)
     cheap_generator_step = use_cheap_step(config, discriminator, "generator")
     cheap_discriminator_step = use_cheap_step(config, discriminator, "discriminator")
@@ -249,7 +318,7 @@ def setup(config: Config, files: RunFiles, group: distributed.ProcessGroup) -> T
     return Training(
         config=config, files=files, group=group, device=device, dataset=dataset,
         generator=generator, generator_ema=generator_ema, discriminator=discriminator,
-        loss=loss, regularizers=regularizers,
+        loss=loss, regularizers=regularizers, hflip=flips_real_images(config, dataset),
         optimizer_g=optimizer_g, optimizer_d=optimizer_d, schedulers=schedulers, stream=stream,
         cheap_generator_step=cheap_generator_step, cheap_discriminator_step=cheap_discriminator_step,
         fused_views=fuses_views(config, discriminator, regularizers),
@@ -267,4 +336,5 @@ def describe(t: Training) -> list[str]:
         f"data '{config.data.name}': {len(dataset)} images, " + (
             f"held on {t.device} ({decoded_bytes(dataset) / 2**20:.0f} MiB)" if held else "read by a DataLoader"
         ),
+        *describe_mirroring(config, dataset, t.regularizers),
     ]

@@ -30,7 +30,7 @@ from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_samp
 from gn_plugin.metrics.base import higher_is_better
 from gn_plugin.models.base import count_parameters
 from gn_plugin.training import distributed
-from gn_plugin.training.build import describe, required_assets, setup
+from gn_plugin.training.build import build_reference_dataset, describe, required_assets, setup
 from gn_plugin.training.checkpoint import restore, save_checkpoint
 from gn_plugin.training.ema import ema_note
 from gn_plugin.training.probes import probe_discriminator
@@ -113,7 +113,9 @@ def train_steps(t: Training, *, progress: bool, stop: StopRequest) -> dict[str, 
     config, options, group, files = t.config, t.config.train, t.group, t.files
     evaluates = group.is_main and bool(config.eval.metrics)  # eval.metrics: [] trains without evaluating
     with private_rng(t.device):  # building the feature extractor must not move training's RNG
-        evaluator = Evaluator(t.dataset, config.eval, t.device, progress=progress) if evaluates else None
+        evaluator = Evaluator(
+            t.dataset, config.eval, t.device, reference_data=build_reference_dataset(config, t.dataset), progress=progress
+        ) if evaluates else None
     bar = tqdm(total=options.steps, initial=t.step, disable=not (progress and group.is_main), desc=config.norm.name, unit="step")
     started = time.perf_counter()
     wall_time = lambda: t.wall_time_s + time.perf_counter() - started  # noqa: E731 (every segment of the run)

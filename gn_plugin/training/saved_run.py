@@ -17,7 +17,7 @@ from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.assets import require
 from gn_plugin.evaluation.evaluator import Evaluator, evaluation_sampler
 from gn_plugin.training import checkpoint
-from gn_plugin.training.build import build_dataset_and_models, required_assets
+from gn_plugin.training.build import build_dataset_and_models, build_reference_dataset, required_assets
 from gn_plugin.training.ema import ema_note, meaningful_generator
 from gn_plugin.training.run_dir import RunFiles
 
@@ -99,7 +99,8 @@ def evaluate_run(
     log(f"evaluating the raw and EMA generators of {run.describe()}")
     if run.ema_note():
         log(f"note: {run.ema_note()}")
-    evaluator = Evaluator(run.dataset, run.config.eval, run.device, progress=True)
+    reference = build_reference_dataset(run.config, run.dataset)
+    evaluator = Evaluator(run.dataset, run.config.eval, run.device, reference_data=reference, progress=True)
     run.files.open_loggers(run.config, resume_step=None)
     records = []
     for name, generator in (("raw", run.generator), ("ema", run.generator_ema)):

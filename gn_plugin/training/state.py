@@ -39,6 +39,7 @@ class Training:
     optimizer_d: torch.optim.Optimizer
     schedulers: list[torch.optim.lr_scheduler.LRScheduler]
     stream: BatchStream
+    hflip: bool  # training flips the real images (data.hflip, resolved with the data set's mirror symmetry)
     cheap_generator_step: bool  # the norm's exact cheap G step (train.cheap_generator_step)
     cheap_discriminator_step: bool  # the norm's exact cheap D step (train.cheap_discriminator_step)
     fused_views: bool  # the regularizers' augmented views join the D step's one pass (train.fuse_consistency)

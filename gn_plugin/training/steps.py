@@ -69,8 +69,8 @@ def sample_latents(t: Training, global_batch: int) -> tuple[Tensor, Tensor | Non
 
 
 def prepare_real(t: Training, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None]:
-    """A real batch randomly flipped when the config asks for it; labels only for a conditional model."""
-    if t.config.data.hflip:
+    """A real batch randomly flipped where training flips (``data.hflip``); labels only for a conditional model."""
+    if t.hflip:
         global_batch = t.config.train.batch_size_d
         flip = (torch.rand(global_batch, device=t.device) < 0.5)[t.group.shard(global_batch)]
         images = torch.where(flip[:, None, None, None], images.flip(3), images)
