@@ -112,7 +112,7 @@ def test_bad_option_is_a_one_line_error_naming_the_component():
         create("norm", "gn-cr", nn.Linear(2, 1), consistncy_weight=3)
     assert str(error.value) == (
         "norm 'gn-cr': unknown option 'consistncy_weight'; did you mean 'consistency_weight'? "
-        "(its options: consistency_weight, max_translation, zeta)"
+        "(its options: consistency_weight, max_translation, zeta, hflip)"
     )
     with pytest.raises(GnPluginError, match="unknown option 'colour' \\(its options: "):
         create("model", "mlp", z_dim=2, num_classes=0, width=1.0, channels=1, colour=2)
