@@ -26,7 +26,7 @@ from gn_plugin.evaluation.sampling import latent_sampler
 from gn_plugin.experiments.bench import add_arguments, execute, resolve_jobs
 from gn_plugin.experiments.pages import cost_table
 from gn_plugin.experiments.plots import plt
-from gn_plugin.experiments.report import write_csv
+from gn_plugin.experiments.report import cost_rows, write_csv
 from gn_plugin.experiments.spec import Cell, find_spec, prepare
 from gn_plugin.norms.base import unwrap
 from gn_plugin.training import checkpoint
@@ -205,7 +205,7 @@ this page repeats that experiment at CPU scale.
 
 ## Cost
 
-{cost_table(root)}
+{cost_table(cost_rows(root))}
 
 ## Reproduce
 
