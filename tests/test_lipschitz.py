@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gn_plugin import GnPluginError
-from gn_plugin.experiments import lipschitz
+from gn_plugin.experiments import lipschitz, report
 
 RECIPE = Path(__file__).resolve().parents[1] / "yaml_configs" / "digits" / "_recipe.yaml"
 TINY = {
@@ -31,7 +31,7 @@ def write_spec(folder: Path, **fields) -> Path:
 
 def test_experiment_trains_measures_plots_and_writes_its_page(tmp_path):
     written = lipschitz.run_lipschitz(write_spec(tmp_path), jobs=2, out=tmp_path / "out", points=32)
-    assert {p.name for p in written} == {"lipschitz.csv", "lipschitz.png", "lip.md"}
+    assert {p.name for p in written} == {"lipschitz.csv", "cost.csv", "lipschitz.png", "lip.md"}
     with open(tmp_path / "out" / "lipschitz.csv") as file:
         rows = list(csv.DictReader(file))
     assert sorted((r["method"], r["x"]) for r in rows) == [("gn", "1"), ("gn", "2"), ("sn", "1"), ("sn", "2")]
@@ -46,6 +46,11 @@ def test_experiment_trains_measures_plots_and_writes_its_page(tmp_path):
     page = (tmp_path / "docs" / "lip.md").read_text()
     assert "| gn | 1 |" in page and "| sn | 2 |" in page and "Theorem 5" in page
     assert (tmp_path / "docs" / "lip" / "lipschitz.png").stat().st_size > 0
+    # The page is a function of the data published next to it (and the spec).
+    folder = tmp_path / "docs" / "lip"
+    data = [report.read_csv(folder / name) for name in lipschitz.DATA_FILES]
+    assert lipschitz.page_text(*data, tmp_path / "spec.yaml", "lip") == page
+    assert "[lipschitz.csv](lip/lipschitz.csv)" in page and "| 4 | 0 | 2 |" in page  # the cost row: 4 runs
 
 
 def test_the_spec_must_vary_exactly_one_key(tmp_path):

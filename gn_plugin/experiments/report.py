@@ -38,6 +38,10 @@ POWER = 0.8
 CSV_COMPARISON_COLUMNS = ["family", "metric", "generator", "stage", *COMPARISON_COLUMNS]
 SUMMARY_COLUMNS = ["method", "generator", "stage", "metric", "n", "mean", "median", "std", "ci_low", "ci_high", "ci_method"]
 DATA_FILES = ("results.csv", "curves.csv", "floor.csv", "cost.csv")
+COST_COLUMNS = [
+    "started_at", "executed", "skipped", "failed", "stopped", "jobs", "elapsed_s", "load_before_1min",
+    "load_after_15min", "machine", "out", "command",
+]
 DERIVED_FILES = ("summary.csv", "comparisons.csv")
 #: Columns read back as text; every other column of the data files is a number (or empty for none).
 TEXT_COLUMNS = {
@@ -202,8 +206,9 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
 def write_data(data: BenchData, folder: Path) -> list[Path]:
     """The data files (:data:`DATA_FILES`) in ``folder``."""
     paths = [folder / name for name in DATA_FILES]
-    for rows, path in zip((data.rows, data.curves, data.floors, data.cost), paths):
+    for rows, path in zip((data.rows, data.curves, data.floors), paths):
         write_csv(rows, path, None if rows else ["method"])
+    write_csv(data.cost, paths[3], COST_COLUMNS)
     return paths
 
 
