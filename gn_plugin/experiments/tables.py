@@ -213,6 +213,14 @@ def verdict_sentences(report: BenchReport) -> list[str]:
         )
     else:
         lines.append(f"No pair is shown equivalent within the spec's margin of ±{margin:g} (TOST, Holm over the pairs).")
+    if open_pairs:
+        seeds = sorted({max(c["n_a"], c["n_b"]) for c in open_pairs})
+        lines.append(
+            "≈ n seeds per method, for an inconclusive pair: the number at which Welch's test at "
+            f"α / {len(family)} would detect the observed difference with {POWER * 100:.0f} % power if the observed "
+            f"means and spreads were the truth; always more than the {' or '.join(map(str, seeds))} seeds run, "
+            "and an order of magnitude, since those means and spreads are themselves uncertain."
+        )
     if open_pairs and margin is not None:
         lines.append(
             f"The {len(open_pairs)} inconclusive pair{'s are' if len(open_pairs) > 1 else ' is'} neither shown to differ "
