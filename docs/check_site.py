@@ -15,6 +15,8 @@ line per problem, naming the page and the width, on:
   (glightbox), and clicking the first one of a page must open it, loaded;
 - lost text: an element in a page's content that Markdown, the theme and KaTeX do not produce, such
   as ``<name>`` written outside backticks, which the browser takes for a tag and does not show;
+- on a results page (``NARROW_TABLES``), a table that scrolls sideways in a window at least 1,000 px
+  wide: results are read at a glance, so a wide table is split or its cells shortened;
 - a page taller than ``MAX_HEIGHT`` (12,000 CSS px) in a window at least 1,000 px wide, or than
   ``NARROW_HEIGHT`` (20,000 px) in a narrower one.
 
@@ -47,6 +49,7 @@ HEIGHT = 900
 # A page a reader can take in: at most this tall (CSS px) in a window at least WIDE px wide, and NARROW_HEIGHT in a
 # narrower one (phones wrap text and tables into more lines).
 MAX_HEIGHT, WIDE, NARROW_HEIGHT = 12_000, 1000, 20_000
+NARROW_TABLES = "/results/"  # pages whose tables must fit the content column without scrolling sideways
 MAX_SCREENSHOT_HEIGHT = 16000
 
 # The elements Markdown, its extensions, the theme and KaTeX put into a page's content; any other
@@ -135,6 +138,15 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
     const outermost = out.filter(el => !out.includes(el.parentElement)).slice(0, 3).map(describe);
     problems.push(`page wider than the window: scrollWidth ${root.scrollWidth} > ${viewport}`
       + (outermost.length ? `; sticking out: ${outermost.join("; ")}` : ""));
+  }
+  // A table that scrolls sideways in a wide window is too wide to read: split it or shorten its cells.
+  if (viewport >= WIDE && location.pathname.startsWith(NARROW_TABLES)) {
+    for (const table of content.querySelectorAll("table")) {
+      const wrap = table.closest(".md-typeset__scrollwrap") || table.parentElement;
+      if (wrap.scrollWidth > wrap.clientWidth + 1) {
+        problems.push(`table wider than the page (${wrap.scrollWidth} > ${wrap.clientWidth} px): ${describe(table.querySelector("th") || table)}`);
+      }
+    }
   }
   const origin = location.origin;
   for (const entry of performance.getEntriesByType("resource")) {
@@ -256,7 +268,7 @@ def check(site: Path, widths: list[int], shots: Path | None) -> list[str]:
                 for page in pages(site):
                     name = f"/{page}"
                     driver.get(f"{base}/{page}")
-                    result = driver.execute_async_script(f"const PRODUCED_TAGS = {json.dumps(PRODUCED_TAGS)};\n{INSPECT}")
+                    result = driver.execute_async_script(f"const PRODUCED_TAGS = {json.dumps(PRODUCED_TAGS)}, WIDE = {WIDE}, NARROW_TABLES = {json.dumps(NARROW_TABLES)};\n{INSPECT}")
                     bound = max_height(width)
                     if result["height"] > bound:
                         problems.append(f"{name} [{width}px]: page {result['height']} px tall, more than {bound} px "

@@ -282,7 +282,7 @@ def test_cells_that_differ_only_in_their_models_share_one_floor(tmp_path):
     built = built_report(path, cells, {keys.pop(): FLOOR}, tmp_path / "out")
     assert len(report.floors_of(built)) == 1
     text = tables.report_body(built)
-    assert text.count("*floor: 64 training images*") == 2  # the headline table and the FID table
+    assert text.count("*floor: 64 training images*") == 3  # the headline table and the FID table of each generator
     assert "**0 of 15 pairs decided**" in text and "The spec states no equivalence margin" in text
 
 
@@ -396,12 +396,12 @@ def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     assert len(draws) == bench.FLOOR_DRAWS and {r["images"] for r in draws} == {str(TINY["eval.num_samples"])}
     assert any(line.startswith("real-vs-real floor of digits: 20 draws of 64 images") for line in lines)
     markdown = (out / "results.md").read_text()
-    for text in ("| EMA | gn | 2 |", "| raw | none | 2 |", "*floor: 64 training images* | 20 draws", "**Warning:**",
+    for text in ("EMA generator:\n\n| method | seeds | final |", "| none | 2 |", "*floor: 64 training images* | 20 draws", "**Warning:**",
                  "## Primary comparison", "**FID ↓ of the raw generator at the final evaluation (step 4)**",
                  "| gn vs none |", "best within T", "!!! warning \"Exploratory\""):
         assert text in markdown, text
     page = Path(bench_spec.load_spec(path).docs).read_text()
-    assert "| EMA | gn | 2 |" in page and (Path(bench_spec.load_spec(path).docs).parent / "tiny" / "curves.png").is_file()
+    assert "| gn | 2 |" in page and (Path(bench_spec.load_spec(path).docs).parent / "tiny" / "curves.png").is_file()
     # Results first: the description's introduction, then the results, its sections only after them.
     assert page.index("What this benchmark compares.") < page.index("## Primary comparison") < page.index("## Budget")
     (record,) = invocations.read_invocations(out)

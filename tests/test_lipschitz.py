@@ -50,7 +50,7 @@ def test_experiment_trains_measures_plots_and_writes_its_page(tmp_path):
     folder = tmp_path / "docs" / "lip"
     data = [report.read_csv(folder / name) for name in lipschitz.DATA_FILES]
     assert lipschitz.page_text(*data, tmp_path / "spec.yaml", "lip") == page
-    assert "[lipschitz.csv](lip/lipschitz.csv)" in page and "| 4 | 0 | 2 |" in page  # the cost row: 4 runs
+    assert "[lipschitz.csv](lip/lipschitz.csv)" in page and "| 4 trained | 2 |" in page  # the cost row: 4 runs, 2 jobs
 
 
 def test_the_spec_must_vary_exactly_one_key(tmp_path):

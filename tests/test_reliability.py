@@ -253,7 +253,7 @@ def test_a_signal_to_the_bench_stops_queued_cells_and_leaves_no_orphans(tmp_path
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["gn__seed0"]  # the queued cells never started
     (record,) = invocations.read_invocations(out)  # the stopped invocation is on record for the Cost section
     assert (record["stopped"], record["executed"], record["skipped"]) == (signal.Signals(signum).name, 0, 0)
-    assert f"0 (stopped by {signal.Signals(signum).name})" in pages.cost_table(report.cost_rows(out))
+    assert f"| 0 trained (stopped by {signal.Signals(signum).name}) |" in pages.cost_table(report.cost_rows(out))
 
 
 # -- divergence --------------------------------------------------------------------------------------

@@ -122,18 +122,18 @@ def plot(rows: list[dict[str, Any]], axis_label: str, path: Path) -> None:
 
 
 def results_table(rows: list[dict[str, Any]], axis_label: str) -> str:
-    """Markdown: per method and x, mean (min–max over seeds) of the estimate, per point kind and for raw f."""
+    """Markdown: per method and x, mean (min–max over seeds) of the estimate over all points, then the means per
+    point kind and for raw f."""
     columns = ["lipschitz", *POINT_KINDS, "raw_lipschitz"]
-    names = ["max over all points", "real", "fake", "interpolated", "raw f (all points)"]
+    names = ["max over all points (min–max over seeds)", " / ".join(POINT_KINDS), "raw f"]
     stats = {c: summarize(rows, c) for c in columns}
     lines = [f"| norm | {axis_label} | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
     for method, by_x in stats["lipschitz"].items():
         for x in by_x:
-            cells = []
-            for column in columns:
-                mean, low, high = stats[column][method][x]
-                cells.append(f"{mean:.3g}" if low == high else f"{mean:.3g} ({low:.3g}–{high:.3g})")
-            lines.append(f"| {method} | {x} | " + " | ".join(cells) + " |")
+            mean, low, high = stats["lipschitz"][method][x]
+            kinds = " / ".join(f"{stats[kind][method][x][0]:.3g}" for kind in POINT_KINDS)  # ranges: lipschitz.csv
+            overall = f"{mean:.3g}" if low == high else f"{mean:.3g} ({low:.3g}–{high:.3g})"
+            lines.append(f"| {method} | {x} | {overall} | {kinds} | {stats['raw_lipschitz'][method][x][0]:.3g} |")
     return "\n".join(lines)
 
 
@@ -186,7 +186,8 @@ this page repeats that experiment at CPU scale.
     ‖∇ₓD(x)‖** over {points} real training images, {points} images of the trained generator and
     {points} random interpolates between them (D in eval mode). "D as trained" is the function the
     loss saw (f̂ for GN, the spectrally normalized f for SN); "raw f" is the network inside GN's
-    normalization. Error bars and ranges are min–max over seeds. Machines and wall time: [Cost](#cost).
+    normalization. Values are means over seeds; error bars and ranges are min–max over seeds (every
+    seed's estimates are in lipschitz.csv). Machines and wall time: [Cost](#cost).
 
 ![Lipschitz constant against depth]({stem}/lipschitz.png)
 

@@ -80,25 +80,30 @@ def setup_table(spec: BenchSpec, cells: list[Cell]) -> str:
 def cost_table(rows: list[dict[str, Any]]) -> str:
     """The recorded invocations (``cost.csv`` rows): when, how many runs, how long, on what."""
     lines = [
-        "| started | runs trained | skipped (finished) | parallel jobs | wall time | load average | machine |",
-        "|---|---|---|---|---|---|---|",
+        "| started | runs | jobs | wall time | load average: before / last 15 min | machine |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         before, after = row.get("load_before_1min"), row.get("load_after_15min")
-        busy = f"{before:.1f} before, {after:.1f} over the last 15 min" if before is not None and after is not None else "–"
-        trained = f"{row['executed']}" + (f", {row['failed']} failed" if row.get("failed") else "")
+        busy = f"{before:.1f} / {after:.1f}" if before is not None and after is not None else "–"
+        trained = f"{row['executed']} trained" + (f", {row['failed']} failed" if row.get("failed") else "")
+        trained += f", {row['skipped']} skipped" if row["skipped"] else ""
         if row.get("stopped"):
             trained += f" (stopped by {row['stopped']})"
+        parts = row["machine"].split("; ")  # CPU and GPUs; system; Python; torch (all of it in cost.csv)
+        machine = "; ".join([parts[0], parts[-1]])
         lines.append(
-            f"| {row['started_at']} | {trained} | {row['skipped']} | {row['jobs']} | "
-            f"{row['elapsed_s'] / 60:.1f} min | {busy} | {row['machine']} |"
+            f"| {row['started_at'][:16].replace('T', ' ')} | {trained} | {row['jobs']} | "
+            f"{row['elapsed_s'] / 60:.1f} min | {busy} | {machine} |"
         )
     lines += [
         "",
         (
-            "Load average: runnable processes on the machine (its own parallel jobs count about one each); "
+            "Load average: runnable processes on the machine, over the minute before the start and the 15 minutes "
+            "before the end (its own parallel jobs count about one each); "
             "a value above the number of parallel jobs means other work shared the CPU and slowed the runs. "
-            "A run stopped by a signal resumes from its checkpoint at the next invocation."
+            "Skipped runs had finished in an earlier invocation; a run stopped by a signal resumes from its "
+            "checkpoint at the next one."
         ),
     ]
     return "\n".join(lines)

@@ -20,7 +20,8 @@ from gn_plugin.metrics.base import higher_is_better
 from gn_plugin.training.saved_run import load_run
 
 
-FONT_SIZE = 12  # points; the figure is drawn about as wide as a docs page shows it, so this stays legible
+FONT_SIZE = 12  # points; the figure (PANEL_WIDTH per column) is shown at about 0.7x in a docs page's column
+PANEL_WIDTH, PANEL_HEIGHT = 4.9, 3.5  # inches at 100 dpi
 
 
 def curves_by_run(report: BenchReport, generator: str) -> dict[str, list[list[dict[str, Any]]]]:
@@ -54,9 +55,9 @@ def draw_floors(axis: plt.Axes, report: BenchReport, metric: str) -> None:
 def log_scale(axis: plt.Axes) -> None:
     """A log y axis labelled with plain numbers (0.5, 1, 2) rather than powers of ten."""
     axis.set_yscale("log")
-    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
-    axis.yaxis.set_major_formatter(plain)
-    axis.yaxis.set_minor_formatter(plain)
+    axis.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def plot_curves(report: BenchReport, path: Path) -> None:
@@ -71,7 +72,7 @@ def plot_curves(report: BenchReport, path: Path) -> None:
     columns = 2 if panels > 1 else 1
     rows = -(-panels // columns)
     with plt.rc_context({"font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE + 1, "legend.fontsize": FONT_SIZE - 1}):
-        figure, axes = plt.subplots(rows, columns, figsize=(6.2 * columns, 4.2 * rows), squeeze=False)
+        figure, axes = plt.subplots(rows, columns, figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows), squeeze=False)
         for axis in axes.flat[panels:]:
             axis.axis("off")
         palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")

@@ -36,6 +36,7 @@ METRIC_SPACES = {
 STAGE_LABELS = {"final": "final", "best": "best", "equal_time": "best within T"}
 GENERATOR_LABELS = {"ema": "EMA", "raw": "raw"}
 EMA_HORIZONS = 3  # runs shorter than this many EMA horizons get a warning
+GRID_COLUMNS = 4  # metrics per verdict table
 ONE_FACTOR_NOTE = " (`compare: one_factor`: only pairs that differ in the method or in one grid key are compared)"
 
 
@@ -59,7 +60,14 @@ def interval(summary: dict[str, Any] | None) -> str:
         return "–"
     if summary["ci_low"] is None:
         return number(summary["mean"])
-    return f"{number(summary['mean'])} [{number(summary['ci_low'])}, {number(summary['ci_high'])}]"
+    return bracketed(summary["mean"], summary["ci_low"], summary["ci_high"])
+
+
+def bracketed(value: float, low: float | None, high: float | None) -> str:
+    """``value [low, high]``; a narrow table cell may break it before the bracket, never inside it."""
+    if low is None:
+        return number(value)
+    return f"{number(value)} [{number(low)},\u00a0{number(high)}]"
 
 
 def arrow(metric: str) -> str:
@@ -92,8 +100,8 @@ def needed_text(comparison: dict[str, Any]) -> str:
     if comparison["diff"] == 0:
         return "equal means"
     if needed is None:
-        return "more than 10,000 seeds per method"
-    return f"≈ {needed} seeds per method" if needed < 100 else f"≈ {float(f'{needed:.2g}'):,.0f} seeds per method"
+        return "more than 10,000 seeds"
+    return f"≈ {needed} seeds" if needed < 100 else f"≈ {float(f'{needed:.2g}'):,.0f} seeds"
 
 
 def verdict_text(comparison: dict[str, Any]) -> str:
@@ -179,7 +187,7 @@ def primary_pairs_table(report: BenchReport) -> str:
     head = "| pair (A vs B) | A − B [95 % CI] | Welch p | Holm p |" + (" TOST Holm p |" if margin else "") + " verdict |"
     lines = [head, "|---" * (5 + bool(margin)) + "|"]
     for c in family:
-        difference = number(c["diff"]) + ("" if c["ci_low"] is None else f" [{number(c['ci_low'])}, {number(c['ci_high'])}]")
+        difference = bracketed(c["diff"], c["ci_low"], c["ci_high"])
         tost = f" {p_text(c['tost_p_holm'])} |" if margin else ""
         lines.append(f"| {pair(c)} | {difference} | {p_text(c['p_value'])} | {p_text(c['p_holm'])} |{tost} {verdict_text(c)} |")
     return "\n".join(lines)
@@ -213,20 +221,27 @@ def verdict_sentences(report: BenchReport) -> list[str]:
         )
     else:
         lines.append(f"No pair is shown equivalent within the spec's margin of ±{margin:g} (TOST, Holm over the pairs).")
-    if open_pairs:
-        seeds = sorted({max(c["n_a"], c["n_b"]) for c in open_pairs})
-        lines.append(
-            "≈ n seeds per method, for an inconclusive pair: the number at which Welch's test at "
-            f"α / {len(family)} would detect the observed difference with {POWER * 100:.0f} % power if the observed "
-            f"means and spreads were the truth; always more than the {' or '.join(map(str, seeds))} seeds run, "
-            "and an order of magnitude, since those means and spreads are themselves uncertain."
-        )
     if open_pairs and margin is not None:
         lines.append(
             f"The {len(open_pairs)} inconclusive pair{'s are' if len(open_pairs) > 1 else ' is'} neither shown to differ "
             f"nor shown equivalent within ±{margin:g}."
         )
     return lines
+
+
+def seeds_sentence(report: BenchReport) -> str | None:
+    """What the primary table's seeds needed rests on, when a pair is inconclusive."""
+    family = report.primary_family
+    open_pairs = [c for c in family if c["verdict"] == INCONCLUSIVE]
+    if not open_pairs:
+        return None
+    seeds = sorted({max(c["n_a"], c["n_b"]) for c in open_pairs})
+    return (
+        "Seeds needed (≈ n seeds, per method, for an inconclusive pair): the number at which Welch's test at "
+        f"α / {len(family)} would detect the observed difference with {POWER * 100:.0f} % power if the observed "
+        f"means and spreads were the truth; always more than the {' or '.join(map(str, seeds))} seeds run, "
+        "and an order of magnitude, since those means and spreads are themselves uncertain."
+    )
 
 
 def trend_sentence(report: BenchReport) -> str | None:
@@ -317,63 +332,70 @@ def primary_section(report: BenchReport) -> str:
         f"Holm-adjusted over the {len(family)} pairs compared{scope}{margin}. The final evaluation is fixed in "
         "advance, so nothing is chosen on the evaluations reported."
     )
-    findings = verdict_sentences(report)
-    trend = trend_sentence(report)
-    findings += [trend] if trend else []
-    findings += floor_sentences(report)
-    parts = [intro, primary_methods_table(report)]
+    notes = [seeds_sentence(report), trend_sentence(report), *floor_sentences(report)]
+    parts = [intro, bullets(verdict_sentences(report)), primary_methods_table(report)]
     if family:
         parts.append(primary_pairs_table(report))
-    parts.append("\n".join(f"- {line}" for line in findings))
-    return "\n\n".join(parts)
+    parts.append(bullets([note for note in notes if note]))
+    return "\n\n".join(part for part in parts if part)
+
+
+def bullets(lines: Sequence[str]) -> str:
+    return "\n".join(f"- {line}" for line in lines)
 
 
 # -- the exploratory tables ------------------------------------------------------------------------
 def metric_table(report: BenchReport, metric: str) -> str:
-    """Per generator and method: mean [95 % CI] at each stage; then the floors."""
-    lines = [
-        "| generator | method | seeds | " + " | ".join(STAGE_LABELS[s] for s in STAGES) + " |",
-        "|---|---|---|" + "---|" * len(STAGES),
-    ]
+    """One table per generator: per method, mean [95 % CI] at each stage; then the floors."""
+    tables = []
     for generator in generators_of(report.rows):
+        lines = [
+            "| method | seeds | " + " | ".join(STAGE_LABELS[s] for s in STAGES) + " |",
+            "|---|---|" + "---|" * len(STAGES),
+        ]
         for method in methods_of(report):
             cells = [interval(report.summary(method, generator, stage, metric)) for stage in STAGES]
-            lines.append(f"| {GENERATOR_LABELS[generator]} | {method} | {seeds_text(report.rows, method, generator)} | " + " | ".join(cells) + " |")
-    for floor in floors_of(report):
-        summary = floor_summary(floor, metric)
-        if summary is not None:
-            lines.append(f"| – | *floor: {floor[0]['images']} training images* | {summary['n']} draws | " + " | ".join([interval(summary)] * len(STAGES)) + " |")
-        context = next((r for r in floor if r["kind"] != "draw" and r.get(metric) is not None), None)
-        if context is not None:
-            lines.append(f"| – | *{context_label(context)}* | – | " + " | ".join([number(context[metric])] * len(STAGES)) + " |")
-    return "\n".join(lines)
+            lines.append(f"| {method} | {seeds_text(report.rows, method, generator)} | " + " | ".join(cells) + " |")
+        for floor in floors_of(report):
+            summary = floor_summary(floor, metric)
+            if summary is not None:
+                lines.append(f"| *floor: {floor[0]['images']} training images* | {summary['n']} draws | " + " | ".join([interval(summary)] * len(STAGES)) + " |")
+            context = next((r for r in floor if r["kind"] != "draw" and r.get(metric) is not None), None)
+            if context is not None:
+                lines.append(f"| *{context_label(context)}* | – | " + " | ".join([number(context[metric])] * len(STAGES)) + " |")
+        tables.append(f"{GENERATOR_LABELS[generator]} generator:\n\n" + "\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def verdict_grid(report: BenchReport, generator: str, stage: str) -> str:
-    """Pairs × metrics: the verdict of every comparison of one generator and stage, in short."""
+    """Pairs × metrics: the verdict of every comparison of one generator and stage, in short; tables of at
+    most ``GRID_COLUMNS`` metrics, so that each fits the page."""
     family = [c for c in report.comparisons if c["generator"] == generator and c["stage"] == stage]
     metrics = [m for m in report.spec.metrics if any(c["metric"] == m for c in family)]
-    if not metrics:
-        return ""
-    lines = ["| pair | " + " | ".join(f"{label(m)} {arrow(m)}" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for name in dict.fromkeys(pair(c) for c in family):
-        found = {c["metric"]: c for c in family if pair(c) == name}
-        lines.append(f"| {name} | " + " | ".join(short_verdict(found.get(m)) for m in metrics) + " |")
-    return "\n".join(lines)
+    tables = []
+    for start in range(0, len(metrics), GRID_COLUMNS):
+        shown = metrics[start:start + GRID_COLUMNS]
+        lines = ["| pair | " + " | ".join(label(m) for m in shown) + " |", "|---" * (len(shown) + 1) + "|"]
+        for name in dict.fromkeys(pair(c) for c in family):
+            found = {c["metric"]: c for c in family if pair(c) == name}
+            lines.append(f"| {name} | " + " | ".join(short_verdict(found.get(m)) for m in shown) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def detail_table(report: BenchReport, metric: str, generator: str) -> str:
-    """Every comparison of ``metric`` for ``generator`` at every stage: difference, p-values, P(A better), verdict."""
+    """Every comparison of ``metric`` for ``generator`` at every stage: difference, Holm p, P(A better), verdict
+    (the unadjusted p-values are in ``comparisons.csv``)."""
     lines = [
-        "| stage | pair (A vs B) | A − B [95 % CI] | Welch p | Holm p | P(A better) | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | pair (A vs B) | A − B [95 % CI] | Holm p | P(A better) | verdict |",
+        "|---|---|---|---|---|---|",
     ]
     for c in report.comparisons:
         if c["metric"] == metric and c["generator"] == generator:
-            difference = number(c["diff"]) + ("" if c["ci_low"] is None else f" [{number(c['ci_low'])}, {number(c['ci_high'])}]")
+            difference = bracketed(c["diff"], c["ci_low"], c["ci_high"])
             lines.append(
-                f"| {STAGE_LABELS[c['stage']]} | {pair(c)} | {difference} | {p_text(c['p_value'])} | "
-                f"{p_text(c['p_holm'])} | {c['prob_improvement']:.2f} | {verdict_text(c)} |"
+                f"| {STAGE_LABELS[c['stage']]} | {pair(c)} | {difference} | {p_text(c['p_holm'])} | "
+                f"{c['prob_improvement']:.2f} | {verdict_text(c)} |"
             )
     return "\n".join(lines)
 
@@ -396,8 +418,8 @@ def exploratory_section(report: BenchReport) -> str:
         title = f"{label(metric)} {arrow(metric)}: mean [95 % CI] per generator and stage"
         parts.append(f"### {title}\n\n{table}" if metric == primary else details(title, table))
     legend = (
-        "A method's name: decided better for that metric (Holm p < 0.05 within its family); ≡: shown equivalent; "
-        "– (n): inconclusive, ≈ n seeds per method would detect the observed difference with "
+        "A method's name: decided better for that metric, in its direction (Holm p < 0.05 within its family); "
+        "≡: shown equivalent; – (n): inconclusive, ≈ n seeds per method would detect the observed difference with "
         f"{POWER * 100:.0f} % power (– alone: no difference, or fewer than two seeds)."
     )
     grids = []
