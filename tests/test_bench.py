@@ -330,9 +330,12 @@ def test_generated_sentences_follow_the_data(tmp_path):
     assert "Better: sn than gn; none than gn." in lines
     assert "Equivalent within ±0.3 (two one-sided Welch tests, Holm over the 3 pairs): sn vs none." in lines
     trend = tables.trend_sentence(built)
-    assert trend.startswith("Between step 2 and step 4, the mean FID of the EMA generator was still falling for gn (9.00 → 6.15; 4 of 4 seeds improved)")
-    assert "not falling for sn (1.00 → 1.21; 0 of 4 seeds improved) and none" not in trend  # none fell
-    assert "not falling for sn (1.00 → 1.21; 0 of 4 seeds improved)" in trend and "none (1.50 → 1.23; 4 of 4 seeds improved)" in trend
+    assert trend.startswith(
+        "Between step 2 and step 4, the mean FID of the EMA generator (the seeds that improved in brackets) was "
+        "still falling for gn (9.00 → 6.15, 4 of 4 seeds)"
+    )
+    assert "not falling for sn (1.00 → 1.21, 0 of 4 seeds) and none" not in trend  # none fell
+    assert "not falling for sn (1.00 → 1.21, 0 of 4 seeds)" in trend and "none (1.50 → 1.23, 4 of 4 seeds)" in trend
     floor = tables.floor_sentences(built)
     assert floor[0].startswith("Real training images at the generated sample count score FID 0.120 [")
     assert "the best mean, sn's 1.21, is 10.1× that." in floor[0]
@@ -396,7 +399,7 @@ def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     assert len(draws) == bench.FLOOR_DRAWS and {r["images"] for r in draws} == {str(TINY["eval.num_samples"])}
     assert any(line.startswith("real-vs-real floor of digits: 20 draws of 64 images") for line in lines)
     markdown = (out / "results.md").read_text()
-    for text in ("EMA generator:\n\n| method | seeds | final |", "| none | 2 |", "*floor: 64 training images* | 20 draws", "**Warning:**",
+    for text in ("raw generator:\n\n| method | seeds | final |", "| none | 2 |", "*floor: 64 training images* | 20 draws", "**Warning:**",
                  "## Primary comparison", "**FID ↓ of the raw generator at the final evaluation (step 4)**",
                  "| gn vs none |", "best within T", "!!! warning \"Exploratory\""):
         assert text in markdown, text

@@ -21,7 +21,7 @@ from gn_plugin.experiments.report import (
     floors_of,
     generators_of,
 )
-from gn_plugin.experiments.spec import Cell
+from gn_plugin.experiments.spec import Cell, axis_name, value_label
 from gn_plugin.experiments.statistics import EQUIVALENT, INCONCLUSIVE
 from gn_plugin.metrics.base import higher_is_better
 
@@ -84,8 +84,35 @@ def names(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" and {items[-1]}"
 
 
-def pair(comparison: dict[str, Any]) -> str:
-    return f"{comparison['method_a']} vs {comparison['method_b']}"
+def pair_names(report: BenchReport, comparison: dict[str, Any]) -> tuple[str, str, str]:
+    """The pair in words and its two sides, short where the cells differ in one factor: ``gn: elu vs softplus``
+    (two activations of gn), ``activation=elu: gn vs sn`` (two methods at one activation)."""
+    a, b = comparison["method_a"], comparison["method_b"]
+    factors = {cell.group: dict(cell.factors) for cell in report.cells}
+    fa, fb = factors.get(a), factors.get(b)
+    if not fa or not fb or fa.keys() != fb.keys() or len(fa) < 2:
+        return f"{a} vs {b}", a, b
+    differ = [key for key in fa if fa[key] != fb[key]]
+    if len(differ) != 1:
+        return f"{a} vs {b}", a, b
+
+    def text(key: str, value: Any) -> str:
+        return str(value) if key == "method" else value_label(value)
+
+    shared = ", ".join(text(k, v) if k == "method" else f"{axis_name(k)}={text(k, v)}" for k, v in fa.items() if k not in differ)
+    key = differ[0]
+    short_a, short_b = text(key, fa[key]), text(key, fb[key])
+    return f"{shared}: {short_a} vs {short_b}", short_a, short_b
+
+
+def pair(report: BenchReport, comparison: dict[str, Any]) -> str:
+    return pair_names(report, comparison)[0]
+
+
+def winner(report: BenchReport, comparison: dict[str, Any]) -> str:
+    """The better side of a decided pair, as :func:`pair_names` names it."""
+    _, short_a, short_b = pair_names(report, comparison)
+    return short_a if comparison["verdict"] == f"{comparison['method_a']} better" else short_b
 
 
 def decided(comparison: dict[str, Any]) -> bool:
@@ -104,23 +131,23 @@ def needed_text(comparison: dict[str, Any]) -> str:
     return f"≈ {needed} seeds" if needed < 100 else f"≈ {float(f'{needed:.2g}'):,.0f} seeds"
 
 
-def verdict_text(comparison: dict[str, Any]) -> str:
+def verdict_text(report: BenchReport, comparison: dict[str, Any]) -> str:
     """The verdict in words; an inconclusive one says how many seeds might decide it."""
     if comparison["verdict"] == EQUIVALENT:
         return f"**equivalent** (within ±{comparison['margin']:g})"
     if decided(comparison):
-        return f"**{comparison['verdict']}**"
+        return f"**{winner(report, comparison)} better**"
     return f"inconclusive ({needed_text(comparison)})"
 
 
-def short_verdict(comparison: dict[str, Any] | None) -> str:
+def short_verdict(report: BenchReport, comparison: dict[str, Any] | None) -> str:
     """A verdict in a grid cell: the better method's name, ``≡`` for equivalent, ``– (n)`` for undecided."""
     if comparison is None:
         return ""
     if comparison["verdict"] == EQUIVALENT:
         return "≡"
     if decided(comparison):
-        return f"**{comparison['verdict'].removesuffix(' better')}**"
+        return f"**{winner(report, comparison)}**"
     needed = comparison["seeds_needed"]
     if needed is None:
         return "–" if comparison["diff"] == 0 or min(comparison["n_a"], comparison["n_b"]) < 2 else "– (> 10,000)"
@@ -189,7 +216,7 @@ def primary_pairs_table(report: BenchReport) -> str:
     for c in family:
         difference = bracketed(c["diff"], c["ci_low"], c["ci_high"])
         tost = f" {p_text(c['tost_p_holm'])} |" if margin else ""
-        lines.append(f"| {pair(c)} | {difference} | {p_text(c['p_value'])} | {p_text(c['p_holm'])} |{tost} {verdict_text(c)} |")
+        lines.append(f"| {pair(report, c)} | {difference} | {p_text(c['p_value'])} | {p_text(c['p_holm'])} |{tost} {verdict_text(report, c)} |")
     return "\n".join(lines)
 
 
@@ -217,7 +244,7 @@ def verdict_sentences(report: BenchReport) -> list[str]:
     elif equivalent:
         lines.append(
             f"Equivalent within ±{margin:g} (two one-sided Welch tests, Holm over the {len(family)} pairs): "
-            f"{names([pair(c) for c in equivalent])}."
+            f"{names([pair(report, c) for c in equivalent])}."
         )
     else:
         lines.append(f"No pair is shown equivalent within the spec's margin of ±{margin:g} (TOST, Holm over the pairs).")
@@ -262,7 +289,7 @@ def trend_sentence(report: BenchReport) -> str | None:
         before = statistics.mean(p[0][metric] for p in pairs)
         last = statistics.mean(p[1][metric] for p in pairs)
         seeds = sum((b[metric] > a[metric]) if lower else (a[metric] > b[metric]) for b, a in pairs)
-        text = f"{method} ({number(before)} → {number(last)}; {seeds} of {len(pairs)} seeds improved)"
+        text = f"{method} ({number(before)} → {number(last)}, {seeds} of {len(pairs)} seeds)"
         (improving if (last < before if lower else last > before) else not_improving).append(text)
     if not improving and not not_improving:
         return None
@@ -277,7 +304,8 @@ def trend_sentence(report: BenchReport) -> str | None:
         "; a method still improving at its last evaluation may rank differently with more steps." if improving else "."
     )
     return (
-        f"Between {at}, the mean {label(metric)} of the {GENERATOR_LABELS[generator]} generator was "
+        f"Between {at}, the mean {label(metric)} of the {GENERATOR_LABELS[generator]} generator (the seeds that "
+        f"improved in brackets) was "
         + " and ".join(parts) + ending
     )
 
@@ -345,26 +373,24 @@ def bullets(lines: Sequence[str]) -> str:
 
 
 # -- the exploratory tables ------------------------------------------------------------------------
-def metric_table(report: BenchReport, metric: str) -> str:
-    """One table per generator: per method, mean [95 % CI] at each stage; then the floors."""
-    tables = []
-    for generator in generators_of(report.rows):
-        lines = [
-            "| method | seeds | " + " | ".join(STAGE_LABELS[s] for s in STAGES) + " |",
-            "|---|---|" + "---|" * len(STAGES),
-        ]
-        for method in methods_of(report):
-            cells = [interval(report.summary(method, generator, stage, metric)) for stage in STAGES]
-            lines.append(f"| {method} | {seeds_text(report.rows, method, generator)} | " + " | ".join(cells) + " |")
-        for floor in floors_of(report):
-            summary = floor_summary(floor, metric)
-            if summary is not None:
-                lines.append(f"| *floor: {floor[0]['images']} training images* | {summary['n']} draws | " + " | ".join([interval(summary)] * len(STAGES)) + " |")
-            context = next((r for r in floor if r["kind"] != "draw" and r.get(metric) is not None), None)
-            if context is not None:
-                lines.append(f"| *{context_label(context)}* | – | " + " | ".join([number(context[metric])] * len(STAGES)) + " |")
-        tables.append(f"{GENERATOR_LABELS[generator]} generator:\n\n" + "\n".join(lines))
-    return "\n\n".join(tables)
+def metric_table(report: BenchReport, metric: str, generator: str) -> str:
+    """Per method, mean [95 % CI] of ``metric`` for ``generator`` at each stage; then the floors."""
+    lines = [
+        "| method | seeds | " + " | ".join(STAGE_LABELS[s] for s in STAGES) + " |",
+        "|---|---|" + "---|" * len(STAGES),
+    ]
+    for method in methods_of(report):
+        cells = [interval(report.summary(method, generator, stage, metric)) for stage in STAGES]
+        lines.append(f"| {method} | {seeds_text(report.rows, method, generator)} | " + " | ".join(cells) + " |")
+    for floor in floors_of(report):
+        summary = floor_summary(floor, metric)
+        if summary is not None:
+            floor_cells = " | ".join([interval(summary)] * len(STAGES))
+            lines.append(f"| *floor: {floor[0]['images']} training images* | {summary['n']} draws | {floor_cells} |")
+        context = next((r for r in floor if r["kind"] != "draw" and r.get(metric) is not None), None)
+        if context is not None:
+            lines.append(f"| *{context_label(context)}* | – | " + " | ".join([number(context[metric])] * len(STAGES)) + " |")
+    return "\n".join(lines)
 
 
 def verdict_grid(report: BenchReport, generator: str, stage: str) -> str:
@@ -376,9 +402,9 @@ def verdict_grid(report: BenchReport, generator: str, stage: str) -> str:
     for start in range(0, len(metrics), GRID_COLUMNS):
         shown = metrics[start:start + GRID_COLUMNS]
         lines = ["| pair | " + " | ".join(label(m) for m in shown) + " |", "|---" * (len(shown) + 1) + "|"]
-        for name in dict.fromkeys(pair(c) for c in family):
-            found = {c["metric"]: c for c in family if pair(c) == name}
-            lines.append(f"| {name} | " + " | ".join(short_verdict(found.get(m)) for m in shown) + " |")
+        for name in dict.fromkeys(pair(report, c) for c in family):
+            found = {c["metric"]: c for c in family if pair(report, c) == name}
+            lines.append(f"| {name} | " + " | ".join(short_verdict(report, found.get(m)) for m in shown) + " |")
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
 
@@ -394,8 +420,8 @@ def detail_table(report: BenchReport, metric: str, generator: str) -> str:
         if c["metric"] == metric and c["generator"] == generator:
             difference = bracketed(c["diff"], c["ci_low"], c["ci_high"])
             lines.append(
-                f"| {STAGE_LABELS[c['stage']]} | {pair(c)} | {difference} | {p_text(c['p_holm'])} | "
-                f"{c['prob_improvement']:.2f} | {verdict_text(c)} |"
+                f"| {STAGE_LABELS[c['stage']]} | {pair(report, c)} | {difference} | {p_text(c['p_holm'])} | "
+                f"{c['prob_improvement']:.2f} | {verdict_text(report, c)} |"
             )
     return "\n".join(lines)
 
@@ -412,11 +438,15 @@ def exploratory_section(report: BenchReport) -> str:
         "comparison; they decide nothing. *best* and *best within T* are each run's best evaluation, chosen on the "
         "evaluations they report, so they are optimistic."
     ]
-    primary = report.primary.metric
-    for metric in [primary, *(m for m in report.spec.metrics if m != primary)]:
-        table = metric_table(report, metric)
-        title = f"{label(metric)} {arrow(metric)}: mean [95 % CI] per generator and stage"
-        parts.append(f"### {title}\n\n{table}" if metric == primary else details(title, table))
+    primary, chosen = report.primary.metric, report.primary.generator
+    others = [g for g in generators_of(report.rows) if g != chosen]
+    title = f"{label(primary)} {arrow(primary)}: mean [95 % CI] per stage"
+    parts.append(f"### {title}\n\n{GENERATOR_LABELS[chosen]} generator:\n\n{metric_table(report, primary, chosen)}")
+    parts += [details(f"{title}, {GENERATOR_LABELS[g]} generator", metric_table(report, primary, g)) for g in others]
+    for metric in report.spec.metrics:
+        if metric != primary:
+            tables = [f"{GENERATOR_LABELS[g]} generator:\n\n{metric_table(report, metric, g)}" for g in [chosen, *others]]
+            parts.append(details(f"{label(metric)} {arrow(metric)}: mean [95 % CI] per generator and stage", "\n\n".join(tables)))
     legend = (
         "A method's name: decided better for that metric, in its direction (Holm p < 0.05 within its family); "
         "≡: shown equivalent; – (n): inconclusive, ≈ n seeds per method would detect the observed difference with "
@@ -571,7 +601,7 @@ def report_body(report: BenchReport) -> str:
     parts = [
         "## Primary comparison\n\n" + (warnings + "\n\n" if warnings else "") + primary_section(report),
         "## Exploratory results\n\n" + exploratory_section(report),
-        "### Wall time and speed\n\n" + speed_table(report),
+        details("Wall time and speed per method", speed_table(report)),
         "## How these numbers were obtained\n\n" + table_notes(report),
     ]
     return "\n\n".join(parts)
