@@ -32,7 +32,6 @@ from gn_plugin.experiments.statistics import COMPARISON_COLUMNS, compare_all, su
 from gn_plugin.metrics.base import higher_is_better
 
 STAGES = ("final", "best", "equal_time")
-SELECTED = ("best", "equal_time")  # chosen on the evaluations they report
 ALPHA = 0.05  # two-sided; family-wise over the pairs of one metric, generator and stage (Holm)
 POWER = 0.8
 CSV_COMPARISON_COLUMNS = ["family", "metric", "generator", "stage", *COMPARISON_COLUMNS]

@@ -14,7 +14,6 @@ from typing import Any
 from gn_plugin.experiments.report import (
     ALPHA,
     POWER,
-    SELECTED,
     STAGES,
     BenchReport,
     floor_summary,
@@ -152,10 +151,6 @@ def short_verdict(report: BenchReport, comparison: dict[str, Any] | None) -> str
     if needed is None:
         return "–" if comparison["diff"] == 0 or min(comparison["n_a"], comparison["n_b"]) < 2 else "– (> 10,000)"
     return f"– ({needed:,})"
-
-
-def what(metric: str, generator: str, stage: str) -> str:
-    return f"{label(metric)} of the {GENERATOR_LABELS[generator]} generator, {STAGE_LABELS[stage]}"
 
 
 def details(title: str, body: str, kind: str = "note") -> str:
