@@ -75,6 +75,12 @@ def test_every_results_page_comes_from_a_shipped_spec():
         spec_of(page)
 
 
+@pytest.fixture(autouse=True)
+def in_the_checkout(monkeypatch):
+    """Pages name their spec by its path in the checkout, as the commands that write them are run there."""
+    monkeypatch.chdir(REPO)
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
 def test_the_page_is_rebuilt_exactly_from_its_published_data(page):
     spec_path = spec_of(page)
