@@ -66,7 +66,7 @@ def test_summaries_of_fabricated_estimates():
         {"method": "sn", "x": 4, "seed": 0, "lipschitz": 0.2, "real": 0.2, "fake": 0.1, "interpolated": 0.2, "raw_lipschitz": 0.2},
     ]
     assert lipschitz.summarize(rows, "lipschitz") == {"sn": {1: (pytest.approx(0.7), 0.6, 0.8), 4: (0.2, 0.2, 0.2)}}
-    assert "| sn | 1 | 0.7 (0.6–0.8) |" in lipschitz.results_table(rows, "depth")
+    assert "| sn | 1 | 0.700 (0.600–0.800) | 0.700 / 0.450 / 0.600 | 0.700 |" in lipschitz.results_table(rows, "depth")
     assert lipschitz.findings(rows, "depth") == (
-        "- **sn**: 0.7 at depth 1, 0.2 at depth 4 (range 0.2 to 0.7; 0.29× from the shallowest to the deepest)."
+        "- **sn**: 0.700 at depth 1, 0.200 at depth 4 (range 0.200 to 0.700; 0.29× from the shallowest to the deepest)."
     )

@@ -131,9 +131,9 @@ def results_table(rows: list[dict[str, Any]], axis_label: str) -> str:
     for method, by_x in stats["lipschitz"].items():
         for x in by_x:
             mean, low, high = stats["lipschitz"][method][x]
-            kinds = " / ".join(f"{stats[kind][method][x][0]:.3g}" for kind in POINT_KINDS)  # ranges: lipschitz.csv
-            overall = f"{mean:.3g}" if low == high else f"{mean:.3g} ({low:.3g}–{high:.3g})"
-            lines.append(f"| {method} | {x} | {overall} | {kinds} | {stats['raw_lipschitz'][method][x][0]:.3g} |")
+            kinds = " / ".join(f"{stats[kind][method][x][0]:.3f}" for kind in POINT_KINDS)  # ranges: lipschitz.csv
+            overall = f"{mean:.3f}" if low == high else f"{mean:.3f} ({low:.3f}–{high:.3f})"
+            lines.append(f"| {method} | {x} | {overall} | {kinds} | {stats['raw_lipschitz'][method][x][0]:.3f} |")
     return "\n".join(lines)
 
 
@@ -145,8 +145,8 @@ def findings(rows: list[dict[str, Any]], axis_label: str) -> str:
         first, last = by_x[xs[0]][0], by_x[xs[-1]][0]
         low, high = min(v[0] for v in by_x.values()), max(v[0] for v in by_x.values())
         lines.append(
-            f"- **{method}**: {first:.3g} at {axis_label} {xs[0]}, {last:.3g} at {axis_label} {xs[-1]} "
-            f"(range {low:.3g} to {high:.3g}; {last / first:.2g}× from the shallowest to the deepest)."
+            f"- **{method}**: {first:.3f} at {axis_label} {xs[0]}, {last:.3f} at {axis_label} {xs[-1]} "
+            f"(range {low:.3f} to {high:.3f}; {last / first:.2f}× from the shallowest to the deepest)."
         )
     return "\n".join(lines)
 
