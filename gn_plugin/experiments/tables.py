@@ -544,7 +544,7 @@ def table_notes(report: BenchReport) -> str:
     space = METRIC_SPACES.get(floors[0][0]["space"], floors[0][0]["space"]) if floors else "the data set's metric space"
     limit = report.time_limit_s
     jobs = report.data.cost[-1]["jobs"] if report.data.cost else None
-    parallel = f"{jobs} runs in parallel" if jobs else "runs in parallel as recorded under Cost"
+    parallel = ("one run at a time" if jobs == 1 else f"{jobs} runs in parallel") if jobs else "runs in parallel as recorded under Cost"
     lines = [
         (
             f"- Stages, per generator: *final* = the last evaluation (step {', '.join(map(str, final_steps(report)))}); "
