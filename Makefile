@@ -21,7 +21,8 @@ bench: install
 	$(VENV)/bin/gnbench bench yaml_configs/bench/digits.yaml
 
 # Build the site, then open every page in headless Chromium: no console error, broken image,
-# unrendered formula or sideways page overflow (SCREENSHOTS=DIR keeps a PNG per page).
+# unrendered formula, sideways page overflow, lost text (an HTML tag swallowed from the Markdown) or page
+# taller than its bound (SCREENSHOTS=DIR keeps a PNG per page).
 docs: install
 	$(VENV)/bin/mkdocs build --strict
 	$(PYTHON) docs/check_site.py $(if $(SCREENSHOTS),--screenshots $(SCREENSHOTS))

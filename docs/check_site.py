@@ -12,7 +12,13 @@ line per problem, naming the page and the width, on:
 - horizontal overflow of the page: ``document.documentElement.scrollWidth`` wider than the
   viewport (wide tables and code must scroll or wrap inside their own box);
 - a picture that cannot be enlarged: every image of a page's content must be a lightbox link
-  (glightbox), and clicking the first one of a page must open it, loaded.
+  (glightbox), and clicking the first one of a page must open it, loaded;
+- lost text: an element in a page's content that Markdown, the theme and KaTeX do not produce, such
+  as ``<name>`` written outside backticks, which the browser takes for a tag and does not show;
+- on a results page (``NARROW_TABLES``), a table that scrolls sideways in a window at least 1,000 px
+  wide: results are read at a glance, so a wide table is split or its cells shortened;
+- a page taller than ``MAX_HEIGHT`` (12,000 CSS px) in a window at least 1,000 px wide, or than
+  ``NARROW_HEIGHT`` (20,000 px) in a narrower one.
 
 Usage::
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import json
 import os
 import shutil
 import sys
@@ -39,9 +46,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 HEIGHT = 900
+# A page a reader can take in: at most this tall (CSS px) in a window at least WIDE px wide, and NARROW_HEIGHT in a
+# narrower one (phones wrap text and tables into more lines).
+MAX_HEIGHT, WIDE, NARROW_HEIGHT = 12_000, 1000, 20_000
+NARROW_TABLES = "/results/"  # pages whose tables must fit the content column without scrolling sideways
 MAX_SCREENSHOT_HEIGHT = 16000
 
-# Runs in the page once it has loaded; resolves with what the page shows.
+# The elements Markdown, its extensions, the theme and KaTeX put into a page's content; any other
+# element there is an HTML tag written by mistake, whose text the browser does not show.
+PRODUCED_TAGS = (
+    "a abbr article aside b blockquote br button caption cite code col colgroup dd del details div dl dt em "
+    "figcaption figure footer h1 h2 h3 h4 h5 h6 header hr i img input ins kbd label li mark nav ol p path pre q s "
+    "script section small source span strong style sub summary sup svg table tbody td tfoot th thead time tr u ul var"
+).split()
+# Runs in the page once it has loaded (PRODUCED_TAGS is defined before it); resolves with what the page shows.
 INSPECT = r"""
 const done = arguments[arguments.length - 1];
 const sleep = ms => new Promise(r => setTimeout(r, ms));
@@ -88,6 +106,14 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
     const m = n.textContent.match(rawMath);
     if (m) problems.push(`raw math text "${m[0].slice(0, 60)}" in ${describe(n.parentElement)}`);
   }
+  // An HTML tag swallowed from the Markdown (`runs/<name>` outside backticks) becomes an element and its
+  // text is lost: any element in the content that Markdown, the theme and KaTeX do not produce.
+  const produced = new Set(PRODUCED_TAGS);
+  for (const el of content.querySelectorAll("*")) {
+    if (el.closest(".katex, svg, math, .md-typeset__scrollwrap script")) continue;
+    const tag = el.tagName.toLowerCase();
+    if (!produced.has(tag)) problems.push(`lost text: an HTML tag <${tag}> in ${describe(el.parentElement)} (write it in backticks, or as &lt;${tag}&gt;)`);
+  }
   const root = document.documentElement;
   const viewport = root.clientWidth;
   if (root.scrollWidth > viewport + 1) {
@@ -112,6 +138,15 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
     const outermost = out.filter(el => !out.includes(el.parentElement)).slice(0, 3).map(describe);
     problems.push(`page wider than the window: scrollWidth ${root.scrollWidth} > ${viewport}`
       + (outermost.length ? `; sticking out: ${outermost.join("; ")}` : ""));
+  }
+  // A table that scrolls sideways in a wide window is too wide to read: split it or shorten its cells.
+  if (viewport >= WIDE && location.pathname.startsWith(NARROW_TABLES)) {
+    for (const table of content.querySelectorAll("table")) {
+      const wrap = table.closest(".md-typeset__scrollwrap") || table.parentElement;
+      if (wrap.scrollWidth > wrap.clientWidth + 1) {
+        problems.push(`table wider than the page (${wrap.scrollWidth} > ${wrap.clientWidth} px): ${describe(table.querySelector("th") || table)}`);
+      }
+    }
   }
   const origin = location.origin;
   for (const entry of performance.getEntriesByType("resource")) {
@@ -149,6 +184,10 @@ const started = Date.now();
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         pass
+
+
+def max_height(width: int) -> int:
+    return MAX_HEIGHT if width >= WIDE else NARROW_HEIGHT
 
 
 def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -229,7 +268,11 @@ def check(site: Path, widths: list[int], shots: Path | None) -> list[str]:
                 for page in pages(site):
                     name = f"/{page}"
                     driver.get(f"{base}/{page}")
-                    result = driver.execute_async_script(INSPECT)
+                    result = driver.execute_async_script(f"const PRODUCED_TAGS = {json.dumps(PRODUCED_TAGS)}, WIDE = {WIDE}, NARROW_TABLES = {json.dumps(NARROW_TABLES)};\n{INSPECT}")
+                    bound = max_height(width)
+                    if result["height"] > bound:
+                        problems.append(f"{name} [{width}px]: page {result['height']} px tall, more than {bound} px "
+                                        "(fold long tables into collapsible blocks, or split the page)")
                     found = console_errors(driver, base) + result["problems"]
                     problems += [f"{name} [{width}px]: {p}" for p in found]
                     file = (page.rstrip("/") or "index").replace("/", "__").removesuffix(".html")

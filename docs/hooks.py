@@ -34,11 +34,29 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """The schema a property refers to; an optional section (``Model | None``) resolves to the model."""
     if "$ref" in node:
         return defs[node["$ref"].split("/")[-1]]
     if "allOf" in node and len(node["allOf"]) == 1:
         return resolve(node["allOf"][0], defs)
+    options = [option for option in node.get("anyOf", []) if option.get("type") != "null"]
+    if len(options) == 1 and "$ref" in options[0] and len(node["anyOf"]) == 2:
+        return resolve(options[0], defs)
     return node
+
+
+def is_section(raw: dict[str, Any], defs: dict[str, Any]) -> bool:
+    """A property that is a nested model of its own (not a component spec): a section of the reference."""
+    node = resolve(raw, defs)
+    refs = [raw.get("$ref", "")] + [option.get("$ref", "") for option in raw.get("anyOf", [])]
+    return node.get("type") == "object" and "properties" in node and not any(r.endswith("ComponentSpec") for r in refs)
+
+
+def markdown_text(text: str) -> str:
+    """A description as table-cell text: one line, pipes escaped, and ``<``/``>`` kept as text, not read as HTML."""
+    parts = text.replace("|", "\\|").replace("\n", " ").split("`")
+    # outside code spans (the even parts); inside them Markdown shows < and > as they are
+    return "`".join(p.replace("<", "&lt;").replace(">", "&gt;") if i % 2 == 0 else p for i, p in enumerate(parts))
 
 
 def type_text(node: dict[str, Any], defs: dict[str, Any]) -> str:
@@ -94,25 +112,24 @@ def schema_sections(schema: dict[str, Any], defaults: dict[str, Any], title: str
         for name, raw in properties.items():
             node = resolve(raw, defs)
             key = f"{prefix}{name}"
-            if node.get("type") == "object" and "properties" in node and "$ref" in raw and not raw["$ref"].endswith("ComponentSpec"):
+            if is_section(raw, defs) and "$ref" in raw:
                 lines += rows(node["properties"], f"{key}.", set(node.get("required", [])))
                 continue
             default = "required" if name in needed else cell(defaults.get(key, raw.get("default")))
-            description = raw.get("description", "").replace("|", "\\|").replace("\n", " ")
+            description = markdown_text(raw.get("description", ""))
             lines.append(f"| `{key}` | {type_text(raw, defs)} | {default} | {constraint_text(raw)} | {description} |")
         return lines
 
     head = ["| key | type | default | constraint | meaning |", "|---|---|---|---|---|"]
     leaves, nested = {}, {}
     for name, raw in schema["properties"].items():
-        node = resolve(raw, defs)
-        is_model = node.get("type") == "object" and "properties" in node and not raw.get("$ref", "").endswith("ComponentSpec")
-        (nested if is_model else leaves)[name] = raw
+        (nested if is_section(raw, defs) else leaves)[name] = raw
     out = [f"### {title}", "", *head, *rows(leaves, "", required)]
     for name, raw in nested.items():
         node = resolve(raw, defs)
         intro = (node.get("description") or "").strip()
-        out += ["", f"### `{name}`", "", *([intro, ""] if intro else []), *head,
+        optional = " (optional)" if "anyOf" in raw else ""
+        out += ["", f"### `{name}`{optional}", "", *([intro, ""] if intro else []), *head,
                 *rows(node["properties"], f"{name}.", set(node.get("required", [])))]
     return "\n".join(out)
 

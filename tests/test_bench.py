@@ -10,6 +10,7 @@ import csv
 import itertools
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from scipy import stats as scipy_stats
 from gn_plugin import GnPluginError
 from gn_plugin.cli import main
 from gn_plugin.config import config_from_dict, load_config, save_config
-from gn_plugin.experiments import bench, invocations, report
+from gn_plugin.experiments import bench, invocations, pages, report, tables
 from gn_plugin.experiments import spec as bench_spec
 from gn_plugin.experiments.statistics import compare_all, holm, seeds_needed
 
@@ -114,13 +115,25 @@ def test_grid_alone_gives_a_cross_product_of_components(tmp_path):
         ({"methods": {"x": {"norm": "gnn"}}}, "method 'x', seed 0): norm: unknown norm 'gnn'; did you mean 'gn'?"),
         ({"set": {"train.steps": 0}}, "train.steps: Input should be greater than 0"),
         ({"metrics": ["fdi"]}, "spec.yaml: metrics: unknown metric 'fdi'; did you mean 'fid'?"),
+        ({"primary": {"metric": "kid"}, "metrics": ["fid"]}, "spec.yaml: primary.metric: 'kid' is not one of the spec's metrics (fid)"),
+        ({"primary": {"stage": "best"}}, "spec.yaml: primary.stage: 'best' is chosen on the same evaluations it reports"),
+        ({"primary": {"generator": "both"}}, "spec.yaml: primary.generator: Input should be 'raw' or 'ema'"),
+        ({"primary": {"margin": -1}}, "spec.yaml: primary.margin: Input should be greater than 0"),
+        ({"primary": {"metrik": "fid"}}, "spec.yaml: primary.metrik: unknown key; did you mean 'metric'?"),
+        ({"paper": {"source": "x", "metrics": ["is"], "values": {}}, "metrics": ["fid"]}, "spec.yaml: paper.metrics: 'is' is not one of"),
     ],
 )
 def test_bad_specs_are_one_line_errors_naming_the_key(tmp_path, fields, expected):
     path = write_spec(tmp_path, **fields)
     with pytest.raises(GnPluginError) as error:
-        bench_spec.expand(bench_spec.load_spec(path), path, tmp_path)
+        bench_spec.prepare(path, tmp_path, None)
     assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_paper_numbers_must_name_methods_of_the_spec(tmp_path):
+    path = write_spec(tmp_path, methods={"gn": {"norm": "gn"}}, paper={"source": "x", "metrics": ["fid"], "values": {"sn": "1"}})
+    with pytest.raises(GnPluginError, match=r"spec.yaml: paper.values: 'sn' is not a method of this spec \(gn\)$"):
+        bench_spec.prepare(path, tmp_path / "out", None)
 
 
 @pytest.mark.parametrize("spec", sorted((REPO / "yaml_configs" / "bench").glob("*.yaml")), ids=lambda p: p.stem)
@@ -202,12 +215,17 @@ def test_comparisons_are_holm_adjusted_within_each_metric_generator_and_stage():
         for m, v in means.items() for g in ("ema", "raw") for _ in range(4)
     ]
     rows.append({"method": "c", "generator": "ema", "status": "unfinished"})
-    found = report.comparisons(rows, ["fid", "is"])
+    primary = report.Primary("fid", "raw", "final", 0.5)
+    found = report.comparisons(rows, ["fid", "is"], primary=primary)
     families = {(c["metric"], c["generator"], c["stage"]) for c in found}
     # No values at equal time: no family; final IS was not recorded either.
     assert families == {(m, g, s) for m in ("fid",) for g in ("ema", "raw") for s in ("best", "final")} | {
         ("is", g, "best") for g in ("ema", "raw")
     }
+    # The primary family comes first, alone labelled primary, alone tested for equivalence.
+    assert [(c["family"], c["metric"], c["generator"], c["stage"]) for c in found[:3]] == [("primary", "fid", "raw", "final")] * 3
+    assert all(c["family"] == "exploratory" and c["margin"] is None and c["tost_p"] is None for c in found[3:])
+    assert all(c["margin"] == 0.5 and c["tost_p"] is not None for c in found[:3])
     for key in families:
         family = [c for c in found if (c["metric"], c["generator"], c["stage"]) == key]
         assert [(c["method_a"], c["method_b"]) for c in family] == [("a", "b"), ("a", "c"), ("b", "c")]
@@ -218,12 +236,12 @@ def test_comparisons_are_holm_adjusted_within_each_metric_generator_and_stage():
             assert c["p_value"] == pytest.approx(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
             assert (c["n_a"], c["n_b"]) == (len(a), len(b)) == (4, 4)  # the unfinished run does not count
             if c["p_holm"] >= 0.05:
-                assert c["verdict"] == "inconclusive"
+                assert c["verdict"] in ("inconclusive", "equivalent")
             else:
                 a_better = (c["mean_a"] < c["mean_b"]) == (key[0] == "fid")
                 assert c["verdict"] == f"{c['method_a'] if a_better else c['method_b']} better"
-            # Seeds needed at Holm's strictest level, alpha / (pairs in the family).
-            assert c["seeds_needed"] == seeds_needed(a, b, alpha=0.05 / 3)
+            # Seeds needed at Holm's strictest level, alpha / (pairs in the family), beyond the 4 seeds run.
+            assert c["seeds_needed"] == seeds_needed(a, b, alpha=0.05 / 3, more_than=4)
         # a is far ahead on both metrics (lower FID, higher IS): decided in a's favour.
         assert family[0]["verdict"] == family[1]["verdict"] == "a better"
     # b and c differ by one standard deviation: four seeds each cannot decide that.
@@ -231,7 +249,19 @@ def test_comparisons_are_holm_adjusted_within_each_metric_generator_and_stage():
     assert bc["verdict"] == "inconclusive" and bc["seeds_needed"] > 4
 
 
-def test_cells_that_differ_only_in_their_models_share_one_floor_and_a_long_summary_stays_short(tmp_path):
+def built_report(spec_path: Path, cells: list[bench_spec.Cell], floors: dict, root: Path) -> report.BenchReport:
+    """The report of fabricated runs, through the published files, as the bench builds it."""
+    spec = bench_spec.load_spec(spec_path)
+    root.mkdir(parents=True, exist_ok=True)
+    report.write_data(report.collect(spec, cells, floors, root), root)
+    return report.analyse(spec, cells, report.read_data(root))
+
+
+FLOOR = {"data": "digits", "space": "digits", "images": 64, "training_images": 1437,
+         "draws": [{"fid": 0.1 + 0.01 * i} for i in range(5)], "context": {"kind": "held_out", "images": 64, "metrics": {"fid": 0.3}}}
+
+
+def test_cells_that_differ_only_in_their_models_share_one_floor(tmp_path):
     grid = {"model.options.activation": ["leaky_relu", "elu", "softplus"]}
     path = write_spec(tmp_path, methods={"a": {"norm": "none"}, "b": {"norm": "gn"}}, grid=grid, seeds=[0, 1])
     cells = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
@@ -240,15 +270,20 @@ def test_cells_that_differ_only_in_their_models_share_one_floor_and_a_long_summa
     other = write_spec(tmp_path, set={**TINY, "data.resolution": 16})
     (bigger,) = bench_spec.expand(bench_spec.load_spec(other), other, tmp_path / "other")
     assert bench_spec.floor_key(bigger.config) not in keys  # another image size is another floor
+    chooser = write_spec(tmp_path, set={**TINY, "eval.best_generator": "raw", "eval.every": 1, "eval.generator_mode": "eval"})
+    (same,) = bench_spec.expand(bench_spec.load_spec(chooser), chooser, tmp_path / "chooser")
+    assert bench_spec.floor_key(same.config) in keys  # which generator is chosen, or how it is sampled, is not the floor's
+    samples = write_spec(tmp_path, set={**TINY, "eval.num_samples": 32})
+    (fewer,) = bench_spec.expand(bench_spec.load_spec(samples), samples, tmp_path / "fewer")
+    assert bench_spec.floor_key(fewer.config) not in keys  # the sample count is
 
     for cell in cells:  # six groups with the same two FIDs: 15 pairs, none decided
         fabricate_run(cell, {2: 3.0 + 0.5 * cell.config.train.seed}, [10.0])
-    floor = {"label": "64 training images", "draws": [{"fid": 0.1 + 0.01 * i} for i in range(5)]}
-    built = report.build_report(bench_spec.load_spec(path), cells, {keys.pop(): floor})
-    notes = report.closing_notes(built).splitlines()
-    assert sum(line.startswith("- Floor (64 training images)") for line in notes) == 1
-    best = next(line for line in notes if line.startswith("- **FID of the EMA generator, best**"))
-    assert "0 of 15 pairs decided" in best and "Inconclusive: the other 15 pairs" in best and " vs " not in best
+    built = built_report(path, cells, {keys.pop(): FLOOR}, tmp_path / "out")
+    assert len(report.floors_of(built)) == 1
+    text = tables.report_body(built)
+    assert text.count("*floor: 64 training images*") == 3  # the headline table and the FID table of each generator
+    assert "**0 of 15 pairs decided**" in text and "The spec states no equivalence margin" in text
 
 
 def test_one_factor_compares_only_cells_that_differ_in_one_factor_and_holm_adjusts_over_those(tmp_path):
@@ -266,12 +301,45 @@ def test_one_factor_compares_only_cells_that_differ_in_one_factor_and_holm_adjus
     rng = np.random.default_rng(1)
     for i, cell in enumerate(cells):
         fabricate_run(cell, {2: 1.0 + 0.3 * (i % 6) + float(rng.normal(0, 0.05))}, [10.0])
-    built = report.build_report(spec, cells, {})
-    family = [c for c in built.comparisons if (c["metric"], c["generator"], c["stage"]) == ("fid", "ema", "best")]
+    built = built_report(path, cells, {}, tmp_path / "out")
+    family = built.primary_family
+    assert (built.primary.metric, built.primary.generator, built.primary.stage) == ("fid", "ema", "final")
     assert [(c["method_a"], c["method_b"]) for c in family] == pairs
     assert [c["p_holm"] for c in family] == pytest.approx(holm([c["p_value"] for c in family]))
     with pytest.raises(GnPluginError, match="compare"):
         bench_spec.load_spec(write_spec(tmp_path, compare="within"))
+
+
+def test_generated_sentences_follow_the_data(tmp_path):
+    """The verdict, equivalence, trend and floor sentences say what the rows say, and change with them."""
+    path = write_spec(tmp_path, methods={"gn": {"norm": "gn"}, "sn": {"norm": "sn"}, "none": {"norm": "none"}},
+                      seeds=[0, 1, 2, 3], primary={"metric": "fid", "generator": "ema", "margin": 0.3})
+    cells = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
+    for cell in cells:
+        seed = cell.config.train.seed
+        if cell.method == "gn":  # still falling, far worse
+            fids = {2: 9.0, 4: 6.0 + 0.1 * seed}
+        elif cell.method == "sn":  # rose at the end, close to none
+            fids = {2: 1.0, 4: 1.2 + 0.01 * seed}
+        else:
+            fids = {2: 1.5, 4: 1.21 + 0.01 * seed}
+        fabricate_run(cell, fids, [10.0])
+    built = built_report(path, cells, {bench_spec.floor_key(cells[0].config): FLOOR}, tmp_path / "out")
+    lines = tables.primary_section(built)
+    assert "**2 of 3 pairs decided**" in lines
+    assert "Better: sn than gn; none than gn." in lines
+    assert "Equivalent within ±0.3 (two one-sided Welch tests, Holm over the 3 pairs): sn vs none." in lines
+    trend = tables.trend_sentence(built)
+    assert trend.startswith(
+        "Between step 2 and step 4, the mean FID of the EMA generator (the seeds that improved in brackets) was "
+        "still falling for gn (9.00 → 6.15, 4 of 4 seeds)"
+    )
+    assert "not falling for sn (1.00 → 1.21, 0 of 4 seeds) and none" not in trend  # none fell
+    assert "not falling for sn (1.00 → 1.21, 0 of 4 seeds)" in trend and "none (1.50 → 1.23, 4 of 4 seeds)" in trend
+    floor = tables.floor_sentences(built)
+    assert floor[0].startswith("Real training images at the generated sample count score FID 0.120 [")
+    assert "the best mean, sn's 1.21, is 10.1× that." in floor[0]
+    assert floor[1] == "The 64 held-out images score 0.300; none of the 12 runs does better."
 
 
 def test_a_run_shorter_than_a_few_ema_horizons_is_flagged(tmp_path):
@@ -279,29 +347,27 @@ def test_a_run_shorter_than_a_few_ema_horizons_is_flagged(tmp_path):
         path = write_spec(tmp_path, set={**TINY, "train.steps": steps, "train.ema.decay": 0.999, "train.ema.start": 0})
         return bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
 
-    assert report.ema_warnings(cells(3000)) == []
-    (warning,) = report.ema_warnings(cells(2999))
+    assert tables.ema_warnings(cells(3000)) == []
+    (warning,) = tables.ema_warnings(cells(2999))
     assert "runs of 2999 steps" in warning and "3.0 EMA horizons" in warning and "1000 steps" in warning
 
 
 # -- end to end --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished_bench(tmp_path_factory):
-    """A 2-method x 2-seed benchmark run for real with 2 parallel jobs, and its log lines."""
+    """A 2-method x 2-seed benchmark run for real with 2 parallel jobs, its log lines and its floor cache."""
     folder = tmp_path_factory.mktemp("bench")
     path = write_spec(
         folder, methods={"gn": {"norm": "gn"}, "none": {"norm": "none"}}, seeds=[0, 1],
         docs=str(folder / "docs" / "results" / "tiny.md"), metrics=["fid", "precision", "coverage"],
         description="What this benchmark compares.\n\n## Budget\n\nWhy these steps and seeds.\n",
+        primary={"metric": "fid", "generator": "raw", "margin": 5.0},
     )
     lines: list[str] = []
-    written = bench.run_benchmark(path, jobs=2, out=folder / "out", log=lines.append)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GN_PLUGIN_CACHE", str(folder / "cache"))
+        written = bench.run_benchmark(path, jobs=2, out=folder / "out", log=lines.append)
     return path, folder / "out", written, lines
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as file:
-        return list(csv.DictReader(file))
 
 
 def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
@@ -309,7 +375,8 @@ def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     cells = bench_spec.expand(bench_spec.load_spec(path), path, out)
     assert all(cell.finished for cell in cells), lines
     assert {p.name for p in written} >= {
-        "results.csv", "summary.csv", "comparisons.csv", "results.md", "curves.png", "samples.png", "tiny.md"
+        "results.csv", "curves.csv", "floor.csv", "cost.csv", "summary.csv", "comparisons.csv", "results.md",
+        "curves.png", "samples.png", "tiny.md",
     }
     assert all(p.stat().st_size > 0 for p in written)
     rows = read_csv(out / "results.csv")
@@ -319,25 +386,72 @@ def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     assert {"best_precision", "final_coverage", "equal_time_fid", "time_limit_s"} <= set(rows[0])
     with open(out / "comparisons.csv") as file:
         assert next(csv.reader(file)) == [
-            "metric", "generator", "stage", "method_a", "method_b", "n_a", "n_b", "mean_a", "mean_b", "diff",
-            "ci_low", "ci_high", "p_value", "p_holm", "prob_improvement", "verdict",
+            "family", "metric", "generator", "stage", "method_a", "method_b", "n_a", "n_b", "mean_a", "mean_b", "diff",
+            "ci_low", "ci_high", "p_value", "p_holm", "margin", "tost_p", "tost_p_holm", "prob_improvement",
+            "seeds_needed", "verdict",
         ]
     comparisons = read_csv(out / "comparisons.csv")
     assert {(c["metric"], c["generator"], c["stage"]) for c in comparisons} == {
         (m, g, s) for m in ("fid", "precision", "coverage") for g in ("ema", "raw") for s in ("best", "final", "equal_time")
     }
-    floor = next(iter(json.loads((out / "floor.json").read_text()).values()))
-    assert len(floor["draws"]) == bench.FLOOR_DRAWS and floor["images"] == TINY["eval.num_samples"]
+    assert comparisons[0]["family"] == "primary" and (comparisons[0]["metric"], comparisons[0]["generator"]) == ("fid", "raw")
+    draws = [r for r in read_csv(out / "floor.csv") if r["kind"] == "draw"]
+    assert len(draws) == bench.FLOOR_DRAWS and {r["images"] for r in draws} == {str(TINY["eval.num_samples"])}
+    assert any(line.startswith("real-vs-real floor of digits: 20 draws of 64 images") for line in lines)
     markdown = (out / "results.md").read_text()
-    for text in ("| EMA | gn | 2 |", "| raw | none | 2 |", "*floor: 64 training images* | 20 draws", "**Warning:**",
-                 "### Comparisons: FID, EMA generator", "| gn vs none |", "best within T"):
+    for text in ("raw generator:\n\n| method | seeds | final |", "| none | 2 |", "*floor: 64 training images* | 20 draws", "**Warning:**",
+                 "## Primary comparison", "**FID ↓ of the raw generator at the final evaluation (step 4)**",
+                 "| gn vs none |", "best within T", "!!! warning \"Exploratory\""):
         assert text in markdown, text
     page = Path(bench_spec.load_spec(path).docs).read_text()
-    assert "| EMA | gn | 2 |" in page and (Path(bench_spec.load_spec(path).docs).parent / "tiny" / "curves.png").is_file()
+    assert "| gn | 2 |" in page and (Path(bench_spec.load_spec(path).docs).parent / "tiny" / "curves.png").is_file()
     # Results first: the description's introduction, then the results, its sections only after them.
-    assert page.index("What this benchmark compares.") < page.index("## Results") < page.index("## Budget")
+    assert page.index("What this benchmark compares.") < page.index("## Primary comparison") < page.index("## Budget")
     (record,) = invocations.read_invocations(out)
-    assert (record["executed"], record["skipped"], record["jobs"]) == (4, 0, 2)
+    assert (record["executed"], record["skipped"], record["jobs"], record["stopped"]) == (4, 0, 2, None)
+
+
+def test_the_docs_page_is_a_function_of_its_published_files(finished_bench, tmp_path):
+    """The page rebuilt from the files next to it (and the spec) is the page; a changed value changes it."""
+    path, out, _, _ = finished_bench
+    spec = bench_spec.load_spec(path)
+    page = Path(spec.docs)
+    folder = page.parent / page.stem
+    cells = bench_spec.expand(spec, path, out)
+    rebuilt = pages.docs_page_text(report.analyse(spec, cells, report.read_data(folder)), path, page.stem)
+    assert rebuilt == page.read_text()
+    copy = tmp_path / "data"
+    shutil.copytree(folder, copy)
+    rows = (copy / "results.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    first = rows[1].split(",")
+    first[header.index("final_fid")] = "123.5"
+    (copy / "results.csv").write_text("\n".join([rows[0], ",".join(first), *rows[2:]]) + "\n")
+    changed = pages.docs_page_text(report.analyse(spec, cells, report.read_data(copy)), path, page.stem)
+    assert changed != rebuilt
+
+
+def test_the_floor_is_cached_across_output_folders_and_keyed_by_what_it_depends_on(finished_bench, tmp_path, monkeypatch):
+    path, out, _, _ = finished_bench
+    cache = out.parent / "cache"
+    (cached,) = (cache / "floors").glob("*.json")
+    monkeypatch.setenv("GN_PLUGIN_CACHE", str(cache))
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("the floor was computed again")
+
+    cells = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "another-out")
+    with monkeypatch.context() as patch:
+        patch.setattr(bench.Evaluator, "resampled_floor", recompute)
+        (floor,) = bench.compute_floors(cells, log=lambda line: None).values()  # a new output folder: from the cache
+    assert floor == json.loads(cached.read_text())
+    other = write_spec(tmp_path, set={**TINY, "eval.num_samples": 32})
+    fewer = bench_spec.expand(bench_spec.load_spec(other), other, tmp_path / "fewer")
+    (smaller,) = bench.compute_floors(fewer, log=lambda line: None).values()  # another sample count: computed
+    assert smaller["images"] == 32 and len(list((cache / "floors").glob("*.json"))) == 2
+    cached.write_text('{"format": 3, "dra')  # a damaged cache file is computed again
+    (again,) = bench.compute_floors(cells, log=lambda line: None).values()
+    assert again == floor and json.loads(cached.read_text()) == floor
 
 
 def test_comparisons_csv_is_recomputed_from_results_csv(finished_bench):
@@ -345,15 +459,19 @@ def test_comparisons_csv_is_recomputed_from_results_csv(finished_bench):
     _, out, _, _ = finished_bench
     rows, written = read_csv(out / "results.csv"), read_csv(out / "comparisons.csv")
     recomputed = []
-    for metric, higher in (("fid", False), ("precision", True), ("coverage", True)):
-        for generator in ("ema", "raw"):
-            for stage in ("best", "final", "equal_time"):
-                groups = {}
-                for row in rows:
-                    if row["generator"] == generator and row["status"] == "finished" and row[f"{stage}_{metric}"]:
-                        groups.setdefault(row["method"], []).append(float(row[f"{stage}_{metric}"]))
-                for c in compare_all(groups, lower_is_better=not higher):
-                    recomputed.append({"metric": metric, "generator": generator, "stage": stage, **c.as_row()})
+    families = [("fid", "raw", "final")] + [
+        (m, g, s) for m in ("fid", "precision", "coverage") for g in ("ema", "raw") for s in ("final", "best", "equal_time")
+        if (m, g, s) != ("fid", "raw", "final")
+    ]
+    for metric, generator, stage in families:
+        groups = {}
+        for row in rows:
+            if row["generator"] == generator and row["status"] == "finished" and row[f"{stage}_{metric}"]:
+                groups.setdefault(row["method"], []).append(float(row[f"{stage}_{metric}"]))
+        primary = (metric, generator, stage) == ("fid", "raw", "final")
+        for c in compare_all(groups, lower_is_better=metric == "fid", margin=5.0 if primary else None):
+            recomputed.append({"family": "primary" if primary else "exploratory", "metric": metric,
+                               "generator": generator, "stage": stage, **c.as_row()})
     assert len(recomputed) == len(written) == 18
     for ours, theirs in zip(recomputed, written):
         for column, value in ours.items():
@@ -363,8 +481,14 @@ def test_comparisons_csv_is_recomputed_from_results_csv(finished_bench):
                 assert theirs[column] == ("" if value is None else str(value)), column
 
 
-def test_a_second_invocation_skips_finished_cells(finished_bench):
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
+def test_a_second_invocation_skips_finished_cells(finished_bench, monkeypatch):
     path, out, _, _ = finished_bench
+    monkeypatch.setenv("GN_PLUGIN_CACHE", str(out.parent / "cache"))
     summaries = sorted(out.glob("runs/*/summary.json"))
     stamps = [p.stat().st_mtime_ns for p in summaries]
     lines: list[str] = []

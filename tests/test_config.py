@@ -48,3 +48,19 @@ def test_best_metric_must_be_one_of_the_metrics():
 def test_unknown_metric_names_are_a_config_error():
     with pytest.raises(GnPluginError, match=r"^config: eval\.metrics: unknown metric 'fdi'; did you mean 'fid'\?"):
         config_from_dict({"eval": {"metrics": ["fid", "fdi"]}})
+
+
+def test_the_spec_reference_keeps_angle_brackets_as_text_and_shows_every_section():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "hooks.py"
+    spec = importlib.util.spec_from_file_location("docs_hooks", path)
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    text = hooks.bench_spec_reference()
+    # outside code, <name> would be read as an HTML tag and vanish from the page; inside code it is shown as is
+    assert "runs/bench/&lt;name&gt;" in text and "<name>" not in text.replace("`<", "")
+    assert hooks.markdown_text("a <b> `<c>` d") == "a &lt;b&gt; `<c>` d"
+    assert "### `primary`" in text and "| `primary.margin` |" in text
+    assert "### `paper` (optional)" in text and "| `paper.values` |" in text

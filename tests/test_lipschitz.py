@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gn_plugin import GnPluginError
-from gn_plugin.experiments import lipschitz
+from gn_plugin.experiments import lipschitz, report
 
 RECIPE = Path(__file__).resolve().parents[1] / "yaml_configs" / "digits" / "_recipe.yaml"
 TINY = {
@@ -31,7 +31,7 @@ def write_spec(folder: Path, **fields) -> Path:
 
 def test_experiment_trains_measures_plots_and_writes_its_page(tmp_path):
     written = lipschitz.run_lipschitz(write_spec(tmp_path), jobs=2, out=tmp_path / "out", points=32)
-    assert {p.name for p in written} == {"lipschitz.csv", "lipschitz.png", "lip.md"}
+    assert {p.name for p in written} == {"lipschitz.csv", "cost.csv", "lipschitz.png", "lip.md"}
     with open(tmp_path / "out" / "lipschitz.csv") as file:
         rows = list(csv.DictReader(file))
     assert sorted((r["method"], r["x"]) for r in rows) == [("gn", "1"), ("gn", "2"), ("sn", "1"), ("sn", "2")]
@@ -46,6 +46,11 @@ def test_experiment_trains_measures_plots_and_writes_its_page(tmp_path):
     page = (tmp_path / "docs" / "lip.md").read_text()
     assert "| gn | 1 |" in page and "| sn | 2 |" in page and "Theorem 5" in page
     assert (tmp_path / "docs" / "lip" / "lipschitz.png").stat().st_size > 0
+    # The page is a function of the data published next to it (and the spec).
+    folder = tmp_path / "docs" / "lip"
+    data = [report.read_csv(folder / name) for name in lipschitz.DATA_FILES]
+    assert lipschitz.page_text(*data, tmp_path / "spec.yaml", "lip") == page
+    assert "[lipschitz.csv](lip/lipschitz.csv)" in page and "| 4 trained | 2 |" in page  # the cost row: 4 runs, 2 jobs
 
 
 def test_the_spec_must_vary_exactly_one_key(tmp_path):
@@ -61,7 +66,7 @@ def test_summaries_of_fabricated_estimates():
         {"method": "sn", "x": 4, "seed": 0, "lipschitz": 0.2, "real": 0.2, "fake": 0.1, "interpolated": 0.2, "raw_lipschitz": 0.2},
     ]
     assert lipschitz.summarize(rows, "lipschitz") == {"sn": {1: (pytest.approx(0.7), 0.6, 0.8), 4: (0.2, 0.2, 0.2)}}
-    assert "| sn | 1 | 0.7 (0.6–0.8) |" in lipschitz.results_table(rows, "depth")
+    assert "| sn | 1 | 0.700 (0.600–0.800) | 0.700 / 0.450 / 0.600 | 0.700 |" in lipschitz.results_table(rows, "depth")
     assert lipschitz.findings(rows, "depth") == (
-        "- **sn**: 0.7 at depth 1, 0.2 at depth 4 (range 0.2 to 0.7; 0.29× from the shallowest to the deepest)."
+        "- **sn**: 0.700 at depth 1, 0.200 at depth 4 (range 0.200 to 0.700; 0.29× from the shallowest to the deepest)."
     )

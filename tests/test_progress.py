@@ -71,6 +71,26 @@ def test_evaluation_shows_a_bar_over_its_samples_when_asked(tmp_path, capsys):
     assert "evaluating ema" in capsys.readouterr().err
 
 
+def test_the_floor_shows_a_bar_over_its_draws_and_says_where_it_is_cached(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GN_PLUGIN_CACHE", str(tmp_path / "cache"))
+    dataset = create("dataset", "digits")
+    settings = EvalConfig(num_samples=64, batch_size=64, metrics=["fid"], cache_dir=str(tmp_path))
+    assert len(Evaluator(dataset, settings).resampled_floor(3)) == 3 and "floor" not in capsys.readouterr().err
+    Evaluator(dataset, settings, progress=True).resampled_floor(3)
+    err = capsys.readouterr().err
+    assert "real-vs-real floor" in err and "3/3" in err
+    spec = {"name": "f", "base": str(DIGITS / "_recipe.yaml"), "methods": {"gn": {"norm": "gn"}, "sn": {"norm": "sn"}},
+            "set": {"eval.num_samples": 64, "eval.batch_size": 64, "eval.metrics": ["fid"]}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    _, cells = bench_spec.prepare(tmp_path / "spec.yaml", tmp_path / "out", [])
+    lines: list[str] = []
+    bench.compute_floors(cells[:1], log=lines.append)
+    (line,) = lines
+    assert line.startswith("real-vs-real floor of digits: 20 draws of ") and str(tmp_path / "cache" / "floors") in line
+    bench.compute_floors(cells, log=lines.append)  # every cell shares that floor, now cached: nothing to say
+    assert len(lines) == 1
+
+
 def test_perf_estimates_the_rest_from_one_warm_up_iteration_per_variant():
     prepared = perf.Prepared("cnn32", [], [], warmup_seconds={"fp32/sn": 1.0, "fp32/gn": 2.0})
     # a memory pass per variant (3 s) plus three repetitions of both (9 s), a sync count more on CUDA

@@ -33,7 +33,7 @@ from gn_plugin.cli import main
 from gn_plugin.config import RESUMABLE_KEYS, load_config
 from gn_plugin.data.base import TensorImageDataset
 from gn_plugin.evaluation import reference
-from gn_plugin.experiments import bench, invocations, report
+from gn_plugin.experiments import bench, invocations, pages, report
 from gn_plugin.experiments import spec as bench_spec
 from gn_plugin.experiments.smoke import write_stand_in_inception
 from gn_plugin.registry import NameClash, register, registry
@@ -293,6 +293,9 @@ def test_a_signal_to_the_bench_stops_queued_cells_and_leaves_no_orphans(tmp_path
     assert not alive(child)
     assert checkpoint.load(RunFiles(first).latest_checkpoint)["step"] >= 5
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["gn__seed0"]  # the queued cells never started
+    (record,) = invocations.read_invocations(out)  # the stopped invocation is on record for the Cost section
+    assert (record["stopped"], record["executed"], record["skipped"]) == (signal.Signals(signum).name, 0, 0)
+    assert f"| 0 trained (stopped by {signal.Signals(signum).name}) |" in pages.cost_table(report.cost_rows(out))
 
 
 # -- divergence --------------------------------------------------------------------------------------
@@ -651,14 +654,17 @@ def test_the_bench_checks_every_cell_before_it_runs_any(tmp_path, method, expect
     assert not (tmp_path / "out" / "runs").exists()
 
 
-def test_the_bench_recovers_from_or_names_every_damaged_file_it_reads(tmp_path):
+def test_the_bench_recovers_from_or_names_every_damaged_file_it_reads(tmp_path, monkeypatch):
+    monkeypatch.setenv("GN_PLUGIN_CACHE", str(tmp_path / "cache"))
     path = bench_spec_file(tmp_path, methods={"gn": {"norm": "gn"}})
     (cell,) = bench_spec.expand(bench_spec.load_spec(path), path, tmp_path / "out")
     root = cell.root
     root.mkdir(parents=True)
-    (root / "floor.json").write_text('{"abc": {"metrics": {"fid": 1.0}')  # cut short: a cache, computed again
-    floors = bench.compute_floors([cell], root)
-    assert json.loads((root / "floor.json").read_text()) == floors and bench_spec.floor_key(cell.config) in floors
+    cached = bench.floor_cache_path(cell.config, bench.build_dataset(cell.config))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text('{"format": 3, "draws": [{"fid": 1.0}')  # cut short: a cache, computed again
+    floors = bench.compute_floors([cell], log=lambda line: None)
+    assert json.loads(cached.read_text()) == floors[bench_spec.floor_key(cell.config)]
 
     (root / "invocations.jsonl").write_text('{"started_at": "x", "jobs": 1}\n{"started_at": "y", "jo')
     assert invocations.read_invocations(root) == [{"started_at": "x", "jobs": 1}]

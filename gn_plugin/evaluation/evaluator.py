@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from torch import nn
+from tqdm import tqdm
 
 from gn_plugin.config import Config, EvalConfig
 from gn_plugin.data.base import ImageDataset
@@ -135,12 +136,12 @@ class Evaluator:
         Each draw takes ``num_samples`` images of the data set (the training images) with replacement,
         an i.i.d. sample of its empirical distribution, and scores them against the reference like a
         generator's samples: what a generator that reproduces the training images exactly scores with
-        this many samples.
+        this many samples. With ``progress`` a bar counts the draws.
         """
         real = self._extract_data(self.dataset)
         rng = np.random.default_rng(seed)
         results = []
-        for _ in range(draws):
+        for _ in tqdm(range(draws), desc="real-vs-real floor", unit="draw", disable=not self.progress):
             rows = rng.integers(0, len(real.features), size=self.settings.num_samples)
             drawn = FeatureSet(real.features[rows], real.probabilities[rows])
             results.append(compute_metrics(self.settings.metrics, drawn, self.reference))

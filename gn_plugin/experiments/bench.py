@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,9 @@ from tqdm import tqdm
 from gn_plugin.atomic import write_atomically
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.errors import GnPluginError, Interrupted
+from gn_plugin.evaluation.assets import cache_dir
 from gn_plugin.evaluation.evaluator import Evaluator
+from gn_plugin.evaluation.reference import dataset_fingerprint
 from gn_plugin.experiments.invocations import Invocation, record_invocation
 from gn_plugin.experiments.machine import (
     cpu_cores,
@@ -35,7 +38,7 @@ from gn_plugin.experiments.machine import (
     visible_gpus,
 )
 from gn_plugin.experiments.pages import write_docs_page, write_report
-from gn_plugin.experiments.report import build_report
+from gn_plugin.experiments.report import analyse, collect, read_data, write_data
 from gn_plugin.experiments.spec import Cell, find_spec, floor_key, prepare
 from gn_plugin.training.build import (
     build_dataset,
@@ -171,94 +174,79 @@ def launch(cell: Cell, environment: dict[str, str]) -> tuple[subprocess.Popen, C
 
 # -- the real-vs-real floor ------------------------------------------------------------------------
 FLOOR_DRAWS = 20
-FLOOR_FORMAT = 2  # floor.json entries of another format are recomputed
+FLOOR_FORMAT = 4  # cached floors of another format are computed again
 
 
-def compute_floors(cells: list[Cell], root: Path) -> dict[str, dict[str, Any]]:
-    """Real-vs-real metrics per distinct data/model/eval setting, computed once and kept in ``floor.json``.
+def floor_cache_path(config: Config, dataset: ImageDataset) -> Path:
+    """Where the floor of ``config``'s data, evaluation and image size is cached: the cache the reference
+    statistics use (``eval.cache_dir``, ``$GN_PLUGIN_CACHE`` or ``~/.cache/gn_plugin``), keyed by
+    :func:`~gn_plugin.experiments.spec.floor_key` and a fingerprint of every image."""
+    name = f"{dataset.name}-{dataset.resolution}px-{floor_key(config)}-{dataset_fingerprint(dataset)}"
+    return cache_dir(config.eval.cache_dir) / "floors" / f"{name}.json"
+
+
+def read_floor(path: Path) -> dict[str, Any] | None:
+    """A cached floor, or None when it is missing, unreadable (it is then computed again) or of another format."""
+    if not path.is_file():
+        return None
+    try:
+        floor = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        floor = None
+    if not isinstance(floor, dict) or floor.get("format") != FLOOR_FORMAT or not isinstance(floor.get("draws"), list):
+        print(f"{path} is unreadable; computing the floor again", file=sys.stderr)
+        return None
+    return floor
+
+
+def compute_floors(cells: list[Cell], log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Real-vs-real metrics per distinct data/evaluation/image-size setting (:func:`floor_key`), from the
+    cache (:func:`floor_cache_path`) or computed once, with a progress bar, and cached.
 
     The floor proper is :meth:`Evaluator.resampled_floor` at the generated sample count (``FLOOR_DRAWS``
-    draws, for a CI); beside it, for context, the held-out split (or one half of the data against the
-    other) at the size it has.
+    draws, for an interval); beside it, for context, the held-out split (or one half of the data against
+    the other) at the size it has.
     """
-    path = root / "floor.json"
-    floors = read_floors(path)
+    floors: dict[str, dict[str, Any]] = {}
     for cell in cells:
         key = floor_key(cell.config)
-        if floors.get(key, {}).get("format") == FLOOR_FORMAT:
+        if key in floors:
             continue
         dataset, _ = build_dataset_and_models(cell.config)
-        reference = build_reference_dataset(cell.config, dataset)  # a held-out split is the reference itself
-        held_out = held_out_split(cell.config, dataset) if reference is None else None
-        evaluator = Evaluator(
-            dataset, cell.config.eval, evaluation_device(cell.config), held_out=held_out, reference_data=reference
-        )
-        count, size = cell.config.eval.num_samples, len(dataset)
-        pool = len(held_out) if held_out is not None else size if reference is not None else size - size // 2
-        context = min(count, pool)
-        own = "" if reference is not None else " (the reference's own images)"
-        floors[key] = {
-            "format": FLOOR_FORMAT,
-            "space": dataset.metric_space,
-            "images": count,
-            "label": f"{count} training images",
-            "draws": evaluator.resampled_floor(FLOOR_DRAWS),
-            "how": (
-                f"{FLOOR_DRAWS} draws of {count} images, with replacement, from the {size} {dataset.name} training "
-                f"images{own}, each scored against the reference exactly like a generator's "
-                f"samples. A draw with replacement is an i.i.d. sample of the training distribution, so this is what a "
-                f"generator that reproduces the training set exactly scores with {count} samples, the count the "
-                "generators are scored with (FID and KID are biased by the sample count, so a floor at another count "
-                "is no floor). Mean and 95 % bootstrap CI of the mean over the draws"
-                + (
-                    f"; {count} distinct real images do not exist here ({size} training, {pool} held out)."
-                    if count > size
-                    else "."
-                )
-                + (
-                    f" Beside it, for context: the {context} held-out images against the same reference, fresh "
-                    "images but fewer, so with a larger small-sample bias."
-                    if held_out is not None
-                    else f" Beside it, for context: {context} distinct training images against the same reference."
-                    if reference is not None
-                    else f" Beside it, for context: {context} images of one random half against the other half."
-                )
-                + (
-                    f" The reference is the data set's {len(reference)} held-out '{dataset.reference_split}' images, "
-                    "which training never sees."
-                    if reference is not None
-                    else ""
-                )
-            ),
-            "held_out": {
-                "label": (
-                    f"{context} held-out images" if held_out is not None
-                    else f"{context} training images" if reference is not None
-                    else f"{context} images, half against half"
-                ),
-                "images": context,
-                "metrics": evaluator.floor(),
-            },
-        }
-        text = json.dumps(floors, indent=2).encode()
-        write_atomically(path, lambda file: file.write(text))
+        path = floor_cache_path(cell.config, dataset)
+        floors[key] = read_floor(path) or compute_floor(cell.config, dataset, path, log)
     return floors
 
 
-def read_floors(path: Path) -> dict[str, dict[str, Any]]:
-    """The floors kept in ``floor.json``; an unreadable file or entry is recomputed (it is only a cache)."""
-    if not path.is_file():
-        return {}
-    try:
-        kept = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        kept = None
-    if not isinstance(kept, dict):
-        print(f"{path} is unreadable; computing the floors again", file=sys.stderr)
-        return {}
-    return {key: floor for key, floor in kept.items() if isinstance(floor, dict) and isinstance(floor.get("metrics"), dict)}
-
-
+def compute_floor(config: Config, dataset: ImageDataset, path: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Compute one floor (see :func:`compute_floors`) and cache it at ``path``."""
+    count, size = config.eval.num_samples, len(dataset)
+    log(f"real-vs-real floor of {dataset.name}: {FLOOR_DRAWS} draws of {count} images (cached in {path})")
+    reference = build_reference_dataset(config, dataset)  # a held-out split is the reference itself
+    held_out = held_out_split(config, dataset) if reference is None else None
+    evaluator = Evaluator(
+        dataset, config.eval, evaluation_device(config), held_out=held_out, reference_data=reference,
+        progress=sys.stderr.isatty(),
+    )
+    pool = len(held_out) if held_out is not None else size if reference is not None else size - size // 2
+    floor = {
+        "format": FLOOR_FORMAT,
+        "data": dataset.name,
+        "space": dataset.metric_space,
+        "images": count,
+        "training_images": size,
+        "reference_images": len(reference) if reference is not None else None,
+        "draws": evaluator.resampled_floor(FLOOR_DRAWS),
+        "context": {
+            "kind": "held_out" if held_out is not None else "training" if reference is not None else "halves",
+            "images": min(count, pool),
+            "metrics": evaluator.floor(),
+        },
+    }
+    text = json.dumps(floor, indent=2).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda file: file.write(text))
+    return floor
 
 
 # -- the command -----------------------------------------------------------------------------------
@@ -291,18 +279,25 @@ def execute(
         check_cells(pending)
         log(f"{len(cells)} runs in {root}: {len(cells) - len(pending)} finished, {len(pending)} to run, {jobs} at a time")
         started, clock, before = datetime.datetime.now().astimezone(), time.perf_counter(), load_average()
-        failed = run_cells(pending, jobs, log) if pending else []
+        stopped: Interrupted | None = None
+        try:
+            failed = run_cells(pending, jobs, log) if pending else []
+        except Interrupted as exc:  # recorded below, then raised: the Cost section shows the stopped invocation
+            failed, stopped = [], exc
     finally:
         lock.release()
     after = load_average()
     invocation = Invocation(
         started_at=started.isoformat(timespec="seconds"), elapsed_s=time.perf_counter() - clock, jobs=jobs,
-        executed=len(pending), skipped=len(cells) - len(pending), failed=[c.id for c in failed],
-        command=shlex.join(["gnbench", *sys.argv[1:]]), machine=machine_info(),
+        executed=sum(c.finished for c in pending) if stopped else len(pending), skipped=len(cells) - len(pending),
+        failed=[c.id for c in failed], command=shlex.join(["gnbench", *sys.argv[1:]]), machine=machine_info(),
         load={"before_1min": before[0], "after_15min": after[2]} if before and after else None,
+        stopped=signal.Signals(stopped.exit_code - 128).name if stopped else None,
     )
     if pending:
         record_invocation(root, invocation)
+    if stopped:
+        raise stopped
     return invocation
 
 
@@ -342,12 +337,11 @@ def run_benchmark(
     finished = [cell for cell in cells if cell.finished]
     written = []
     if finished:
-        clock = time.perf_counter()
-        report = build_report(spec, cells, compute_floors(finished, root))
-        written = write_report(report, root)
+        written = write_data(collect(spec, cells, compute_floors(finished, log), root), root)
+        report = analyse(spec, cells, read_data(root))  # the page shows what the published files hold
+        written += write_report(report, root)
         if spec.docs and write_docs and not overrides:
-            seconds = time.perf_counter() - clock
-            written += write_docs_page(report, spec_path, root, Path(spec.docs), seconds)
+            written += write_docs_page(report, spec_path, root, Path(spec.docs))
         for path in written:
             log(f"wrote {path}")
     if failed:

@@ -24,6 +24,7 @@ class Invocation:
     command: str
     machine: dict[str, Any]
     load: dict[str, float] | None  # system load average: 1-min before starting, 15-min when done
+    stopped: str | None = None  # the signal that stopped it (SIGINT, SIGTERM); executed then counts the runs it finished
 
 
 def record_invocation(root: Path, invocation: Invocation) -> None:

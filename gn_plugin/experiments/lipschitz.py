@@ -12,7 +12,7 @@ and interpolated points, and plotted against depth.
 from __future__ import annotations
 
 import argparse
-import datetime
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,8 @@ from gn_plugin.evaluation.sampling import latent_sampler
 from gn_plugin.experiments.bench import add_arguments, execute, resolve_jobs
 from gn_plugin.experiments.pages import cost_table
 from gn_plugin.experiments.plots import plt
-from gn_plugin.experiments.report import write_csv
-from gn_plugin.experiments.spec import Cell, find_spec, prepare
+from gn_plugin.experiments.report import COST_COLUMNS, cost_rows, read_csv, write_csv
+from gn_plugin.experiments.spec import BenchSpec, Cell, axis_name, expand, find_spec, load_spec, output_root, prepare
 from gn_plugin.norms.base import unwrap
 from gn_plugin.training import checkpoint
 from gn_plugin.training.build import build_models, build_norm
@@ -81,7 +81,8 @@ def measure(cells: list[Cell], points: int) -> list[dict[str, Any]]:
     for cell in cells:
         if cell.finished:
             value = dict(cell.variant)[key]
-            rows.append({"method": cell.method, "x": value, "seed": cell.seed, **estimate(cell.run_dir, points, cell.seed)})
+            estimates = estimate(cell.run_dir, points, cell.seed)
+            rows.append({"method": cell.method, "x": value, "seed": cell.seed, "points": points, **estimates})
     return rows
 
 
@@ -121,18 +122,18 @@ def plot(rows: list[dict[str, Any]], axis_label: str, path: Path) -> None:
 
 
 def results_table(rows: list[dict[str, Any]], axis_label: str) -> str:
-    """Markdown: per method and x, mean (min–max over seeds) of the estimate, per point kind and for raw f."""
+    """Markdown: per method and x, mean (min–max over seeds) of the estimate over all points, then the means per
+    point kind and for raw f."""
     columns = ["lipschitz", *POINT_KINDS, "raw_lipschitz"]
-    names = ["max over all points", "real", "fake", "interpolated", "raw f (all points)"]
+    names = ["max over all points (min–max over seeds)", " / ".join(POINT_KINDS), "raw f"]
     stats = {c: summarize(rows, c) for c in columns}
     lines = [f"| norm | {axis_label} | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
     for method, by_x in stats["lipschitz"].items():
         for x in by_x:
-            cells = []
-            for column in columns:
-                mean, low, high = stats[column][method][x]
-                cells.append(f"{mean:.3g}" if low == high else f"{mean:.3g} ({low:.3g}–{high:.3g})")
-            lines.append(f"| {method} | {x} | " + " | ".join(cells) + " |")
+            mean, low, high = stats["lipschitz"][method][x]
+            kinds = " / ".join(f"{stats[kind][method][x][0]:.3f}" for kind in POINT_KINDS)  # ranges: lipschitz.csv
+            overall = f"{mean:.3f}" if low == high else f"{mean:.3f} ({low:.3f}–{high:.3f})"
+            lines.append(f"| {method} | {x} | {overall} | {kinds} | {stats['raw_lipschitz'][method][x][0]:.3f} |")
     return "\n".join(lines)
 
 
@@ -144,23 +145,29 @@ def findings(rows: list[dict[str, Any]], axis_label: str) -> str:
         first, last = by_x[xs[0]][0], by_x[xs[-1]][0]
         low, high = min(v[0] for v in by_x.values()), max(v[0] for v in by_x.values())
         lines.append(
-            f"- **{method}**: {first:.3g} at {axis_label} {xs[0]}, {last:.3g} at {axis_label} {xs[-1]} "
-            f"(range {low:.3g} to {high:.3g}; {last / first:.2g}× from the shallowest to the deepest)."
+            f"- **{method}**: {first:.3f} at {axis_label} {xs[0]}, {last:.3f} at {axis_label} {xs[-1]} "
+            f"(range {low:.3f} to {high:.3f}; {last / first:.2f}× from the shallowest to the deepest)."
         )
     return "\n".join(lines)
 
 
-def write_page(
-    page: Path, rows: list[dict[str, Any]], axis_label: str, root: Path, spec_path: str, points: int, steps: int
-) -> list[Path]:
-    """The docs page of the experiment, with its plot copied to ``<page stem>/lipschitz.png``."""
-    assets = page.parent / page.stem
-    assets.mkdir(parents=True, exist_ok=True)
-    image = assets / "lipschitz.png"
-    plot(rows, axis_label, image)
+DATA_FILES = ("lipschitz.csv", "cost.csv")
+
+
+def page_text(rows: list[dict[str, Any]], cost: list[dict[str, Any]], spec_path: str | Path, stem: str) -> str:
+    """The docs page of the experiment: a function of its published data (``lipschitz.csv`` and ``cost.csv``
+    rows, as :func:`~gn_plugin.experiments.report.read_csv` reads them) and the spec."""
+    spec, cells = prepare_cells(spec_path)
+    axis_label = axis_name(next(iter(spec.grid)))
+    points = rows[0]["points"]
+    steps = max(cell.config.train.steps for cell in cells)
     command = f"gnbench lipschitz {Path(spec_path).as_posix()}"
     spec_text = "\n".join("    " + line for line in Path(spec_path).read_text().rstrip().splitlines())
-    page.write_text(f"""# The Lipschitz experiment (Theorem 5)
+    root = cost[-1]["out"] if cost else output_root(spec).as_posix()
+    dates = sorted({row["started_at"][:10] for row in cost})
+    trained = f", trained {' to '.join(dict.fromkeys([dates[0], dates[-1]]))}" if dates else ""
+    files = "\n".join(f"- [{name}]({stem}/{name})" for name in DATA_FILES)
+    return f"""# The Lipschitz experiment (Theorem 5)
 
 **Question.** Spectral normalization makes every layer of D 1-Lipschitz. Theorem 5 of the GN paper
 says the Lipschitz constant of such a network can only shrink as layers are added, so a deep SN
@@ -171,16 +178,18 @@ training Wasserstein-loss discriminators of growing depth and estimating their L
 this page repeats that experiment at CPU scale.
 
 !!! info "How these numbers were obtained"
-    Generated on {datetime.date.today().isoformat()} by `{command}` from the runs in `{root.as_posix()}`.
+    Generated by `{command}` from the runs in `{root}`{trained}; the table and the sentences below it
+    are computed from the data published with this page ([Data](#data)).
     Each run trains the digits MLP GAN with the **Wasserstein loss** under one norm, at the depth on
     the x axis (hidden layers of the MLP; the `mlp` model has one `depth` for G and D). After training, the
     empirical Lipschitz constant of the trained D is the **largest per-sample input-gradient norm
     ‖∇ₓD(x)‖** over {points} real training images, {points} images of the trained generator and
     {points} random interpolates between them (D in eval mode). "D as trained" is the function the
     loss saw (f̂ for GN, the spectrally normalized f for SN); "raw f" is the network inside GN's
-    normalization. Error bars and ranges are min–max over seeds. Machines and wall time: [Cost](#cost).
+    normalization. Values are means over seeds; error bars and ranges are min–max over seeds (every
+    seed's estimates are in lipschitz.csv). Machines and wall time: [Cost](#cost).
 
-![Lipschitz constant against depth]({page.stem}/lipschitz.png)
+![Lipschitz constant against depth]({stem}/lipschitz.png)
 
 ## Measured
 
@@ -205,7 +214,11 @@ this page repeats that experiment at CPU scale.
 
 ## Cost
 
-{cost_table(root)}
+{cost_table(cost)}
+
+## Data
+
+{files}
 
 ## Reproduce
 
@@ -218,8 +231,23 @@ this page repeats that experiment at CPU scale.
     ```yaml
 {spec_text}
     ```
-""")
-    return [page, image]
+"""
+
+
+def prepare_cells(spec_path: str | Path) -> tuple[BenchSpec, list[Cell]]:
+    """The spec and its cells' configs (for the page; nothing is written)."""
+    spec = load_spec(spec_path)
+    return spec, expand(spec, spec_path, output_root(spec))
+
+
+def write_page(page: Path, root: Path, spec_path: str | Path) -> list[Path]:
+    """The docs page, with the data files and the plot copied from ``root`` to ``<page stem>/``."""
+    assets = page.parent / page.stem
+    assets.mkdir(parents=True, exist_ok=True)
+    copied = [Path(shutil.copy(root / name, assets / name)) for name in (*DATA_FILES, "lipschitz.png")]
+    rows, cost = (read_csv(assets / name) for name in DATA_FILES)
+    page.write_text(page_text(rows, cost, spec_path, page.stem))
+    return [page, *copied]
 
 
 def run_lipschitz(
@@ -243,13 +271,13 @@ def run_lipschitz(
     rows = measure(cells, points)
     if not rows:
         raise GnPluginError(f"{spec_path}: no run finished; see {root / 'logs'}")
-    axis_label = next(iter(spec.grid)).split(".")[-1]
-    written = [root / "lipschitz.csv", root / "lipschitz.png"]
+    axis_label = axis_name(next(iter(spec.grid)))
+    written = [root / "lipschitz.csv", root / "cost.csv", root / "lipschitz.png"]
     write_csv(rows, written[0])
-    plot(rows, axis_label, written[1])
+    write_csv(cost_rows(root), written[1], COST_COLUMNS)
+    plot(rows, axis_label, written[2])
     if spec.docs and write_docs and not overrides:
-        steps = max(cell.config.train.steps for cell in cells)
-        written += write_page(Path(spec.docs), rows, axis_label, root, str(spec_path), points, steps)
+        written += write_page(Path(spec.docs), root, spec_path)
     for path in written:
         print(f"wrote {path}")
     if invocation.failed:

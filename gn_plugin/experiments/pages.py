@@ -1,37 +1,43 @@
-"""The files a benchmark writes for readers: the CSV files, ``results.md``, plots and the docs page."""
+"""The files a benchmark writes for readers: its data, ``results.md``, the plots and the docs page.
+
+The docs page is :func:`docs_page_text` of the report alone, and the report is computed from the data
+files published next to the page, so the page can be rebuilt from its own folder and the spec.
+"""
 
 from __future__ import annotations
 
-import datetime
 import shutil
 from pathlib import Path
+from typing import Any
 
-from gn_plugin.experiments.invocations import read_invocations
-from gn_plugin.experiments.machine import describe_machine
 from gn_plugin.experiments.plots import plot_curves, plot_samples
-from gn_plugin.experiments.report import (
-    CSV_COMPARISON_COLUMNS,
-    SUMMARY_COLUMNS,
-    BenchReport,
-    last_jobs,
-    report_body,
-    write_csv,
-)
-from gn_plugin.experiments.spec import BenchSpec, Cell
+from gn_plugin.experiments.report import DATA_FILES, DERIVED_FILES, BenchReport, write_derived
+from gn_plugin.experiments.spec import BenchSpec, Cell, output_root
+from gn_plugin.experiments.tables import paper_table, report_body
+
+PAPER_HEADING = "## Against the paper"
+FILE_CONTENTS = {
+    "results.csv": "one row per run and generator: status, cost, and each metric at each stage (`final_<metric>`, "
+    "`best_<metric>`, `equal_time_<metric>`, with the step each came from)",
+    "curves.csv": "every evaluation of every run and generator (step, wall time, metrics)",
+    "floor.csv": "the real-vs-real floor: each draw's metrics, then its held-out context",
+    "cost.csv": "every invocation that trained runs: start, runs, jobs, wall time, load, machine",
+    "summary.csv": "from results.csv: n, mean, median, std and the 95 % t interval per method, generator, stage and metric",
+    "comparisons.csv": "from results.csv: every pair of every family (primary first): difference, Welch's interval, "
+    "p-values, TOST, P(A better), seeds needed, verdict",
+}
 
 
 def write_report(report: BenchReport, root: Path) -> list[Path]:
-    """``results.csv``, ``summary.csv``, ``comparisons.csv``, ``results.md``, ``curves.png`` and ``samples.png`` in ``root``."""
-    names = ("results.csv", "summary.csv", "comparisons.csv", "results.md", "curves.png", "samples.png")
-    paths = [root / name for name in names]
-    write_csv(report.rows, paths[0])
-    write_csv(report.summaries, paths[1], SUMMARY_COLUMNS)
-    write_csv(report.comparisons, paths[2], CSV_COMPARISON_COLUMNS)
+    """``summary.csv``, ``comparisons.csv``, ``results.md``, ``curves.png`` and ``samples.png`` in ``root``."""
+    paths = write_derived(report, root)
     spec = report.spec
-    paths[3].write_text(f"# {spec.title or spec.name}: results\n\n{report_body(report, last_jobs(root))}\n")
-    plot_curves(report, paths[4])
-    plot_samples(report.cells, paths[5])
-    return paths
+    results = root / "results.md"
+    results.write_text(f"# {spec.title or spec.name}: results\n\n{report_body(report)}\n")
+    curves, samples = root / "curves.png", root / "samples.png"
+    plot_curves(report, curves)
+    plot_samples(report.cells, samples)
+    return [*paths, results, curves, samples]
 
 
 def description_parts(description: str) -> tuple[str, str]:
@@ -71,78 +77,105 @@ def setup_table(spec: BenchSpec, cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
-def cost_table(root: Path) -> str:
-    """The recorded invocations that trained something: when, how many runs, how long, on what."""
+def cost_table(rows: list[dict[str, Any]]) -> str:
+    """The recorded invocations (``cost.csv`` rows): when, how many runs, how long, on what."""
     lines = [
-        "| started | runs trained | skipped (finished) | parallel jobs | wall time | load average | machine |",
-        "|---|---|---|---|---|---|---|",
+        "| started | runs | jobs | wall time | load average: before / last 15 min | machine |",
+        "|---|---|---|---|---|---|",
     ]
-    for record in read_invocations(root):
-        load = record.get("load")
-        busy = f"{load['before_1min']:.1f} before, {load['after_15min']:.1f} over the last 15 min" if load else "–"
+    for row in rows:
+        before, after = row.get("load_before_1min"), row.get("load_after_15min")
+        busy = f"{before:.1f} / {after:.1f}" if before is not None and after is not None else "–"
+        trained = f"{row['executed']} trained" + (f", {row['failed']} failed" if row.get("failed") else "")
+        trained += f", {row['skipped']} skipped" if row["skipped"] else ""
+        if row.get("stopped"):
+            trained += f" (stopped by {row['stopped']})"
+        parts = row["machine"].split("; ")  # CPU and GPUs; system; Python; torch (all of it in cost.csv)
+        machine = "; ".join([parts[0], parts[-1]])
         lines.append(
-            f"| {record['started_at']} | {record['executed']} | {record['skipped']} | {record['jobs']} | "
-            f"{record['elapsed_s'] / 60:.1f} min | {busy} | {describe_machine(record['machine'])} |"
+            f"| {row['started_at'][:16].replace('T', ' ')} | {trained} | {row['jobs']} | "
+            f"{row['elapsed_s'] / 60:.1f} min | {busy} | {machine} |"
         )
     lines += [
         "",
         (
-            "Load average: runnable processes on the machine (its own parallel jobs count about one each); "
-            "a value above the number of parallel jobs means other work shared the CPU and slowed the runs."
+            "Load average: runnable processes on the machine, over the minute before the start and the 15 minutes "
+            "before the end (its own parallel jobs count about one each); "
+            "a value above the number of parallel jobs means other work shared the CPU and slowed the runs. "
+            "Skipped runs had finished in an earlier invocation; a run stopped by a signal resumes from its "
+            "checkpoint at the next one."
         ),
     ]
     return "\n".join(lines)
 
 
-def write_docs_page(
-    report: BenchReport, spec_path: str | Path, root: Path, page: Path, report_seconds: float
-) -> list[Path]:
-    """The benchmark's docs page (Markdown) with its plots copied next to it, in ``<page stem>/``.
+def with_paper_table(report: BenchReport, sections: str) -> str:
+    """The description's sections with the generated table of published numbers opening its
+    ``## Against the paper`` section (or a section of its own before them)."""
+    table = paper_table(report)
+    if not table:
+        return sections
+    if sections.startswith(PAPER_HEADING + "\n") or f"\n{PAPER_HEADING}\n" in sections:
+        at = sections.index(PAPER_HEADING) + len(PAPER_HEADING)
+        return f"{sections[:at]}\n\n{table}{sections[at:]}"
+    return f"{PAPER_HEADING}\n\n{table}" + (f"\n\n{sections}" if sections else "")
+
+
+def data_table(stem: str) -> str:
+    lines = ["| file | content |", "|---|---|"]
+    lines += [f"| [{name}]({stem}/{name}) | {FILE_CONTENTS[name]} |" for name in (*DATA_FILES, *DERIVED_FILES)]
+    return "\n".join(lines)
+
+
+def docs_page_text(report: BenchReport, spec_path: str | Path, stem: str) -> str:
+    """The benchmark's docs page: a function of the report (its data and spec) and the spec file alone.
 
     The results come right after the introduction (the description up to its first ``##`` heading);
-    the description's sections follow the plots and the setup. ``report_seconds``: how long the floor
-    and the report took, stated on the page.
+    the description's sections follow the plots and the setup. ``stem``: the folder of the page's files.
     """
-    spec, cells = report.spec, report.cells
-    assets = page.parent / page.stem
-    assets.mkdir(parents=True, exist_ok=True)
-    images = [Path(shutil.copy(root / name, assets / name)) for name in ("curves.png", "samples.png")]
-    today = datetime.date.today().isoformat()
+    spec, cells, cost = report.spec, report.cells, report.data.cost
     command = f"gnbench bench {Path(spec_path).as_posix()}"
     spec_text = Path(spec_path).read_text().rstrip()
     introduction, sections = description_parts(spec.description)
-    text = f"""# {spec.title or spec.name}
+    root = cost[-1]["out"] if cost else output_root(spec).as_posix()
+    dates = sorted({row["started_at"][:10] for row in cost})
+    trained = f", trained {' to '.join(dict.fromkeys([dates[0], dates[-1]]))}" if dates else ""
+    return f"""# {spec.title or spec.name}
 
 {introduction}
 
 !!! info "How these numbers were obtained"
-    Generated on {today} by `{command}` from the runs in `{root.as_posix()}`; rerunning the command
-    rewrites this page. The machines and wall times are in [Cost](#cost).
+    Generated by `{command}` from the runs in `{root}`{trained}; rerunning the command rewrites this
+    page. Every table and every sentence stating a result is computed from the data published with it
+    ([Data](#data)) and the spec; the machines and wall times are in [Cost](#cost).
 
-## Results
-
-{report_body(report, last_jobs(root))}
+{report_body(report)}
 
 ## Curves
 
-![metrics against generator step and FID against wall time]({page.stem}/curves.png)
+![metrics against generator step and the primary metric against wall time]({stem}/curves.png)
 
 ## Samples
 
-![samples of each method's raw generator above its EMA generator, the same z]({page.stem}/samples.png)
+![samples of each method's raw generator above its EMA generator, the same z]({stem}/samples.png)
 
 ## Setup
 
 {setup_table(spec, cells)}
 
-{sections}
+{with_paper_table(report, sections)}
 
 ## Cost
 
-{cost_table(root)}
+{cost_table(cost)}
 
 Wall time: the training runs with their evaluations, from the first start to the last finish.
-Computing the real-vs-real floor and writing this report took {report_seconds:.0f} s more.
+
+## Data
+
+Every number on this page comes from these files, published with it:
+
+{data_table(stem)}
 
 ## Reproduce
 
@@ -156,6 +189,13 @@ Computing the real-vs-real floor and writing this report took {report_seconds:.0
 {chr(10).join('    ' + line for line in spec_text.splitlines())}
     ```
 """
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(text)
-    return [page, *images]
+
+
+def write_docs_page(report: BenchReport, spec_path: str | Path, root: Path, page: Path) -> list[Path]:
+    """The docs page (Markdown), with its data files and plots copied from ``root`` to ``<page stem>/``."""
+    assets = page.parent / page.stem
+    assets.mkdir(parents=True, exist_ok=True)
+    names = (*DATA_FILES, *DERIVED_FILES, "curves.png", "samples.png")
+    copied = [Path(shutil.copy(root / name, assets / name)) for name in names]
+    page.write_text(docs_page_text(report, spec_path, page.stem))
+    return [page, *copied]

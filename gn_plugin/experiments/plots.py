@@ -10,12 +10,27 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after choosing the file-only backend)
+from matplotlib import ticker  # noqa: E402
 
 from gn_plugin.evaluation.sampling import image_grid, labelled_grid, latent_sampler, stack_grids
-from gn_plugin.experiments.report import LABELS, BenchReport, evaluations
+from gn_plugin.experiments.report import BenchReport, floors_of
 from gn_plugin.experiments.spec import Cell
+from gn_plugin.experiments.tables import GENERATOR_LABELS, LABELS, context_label
 from gn_plugin.metrics.base import higher_is_better
 from gn_plugin.training.saved_run import load_run
+
+
+FONT_SIZE = 12  # points; the figure (PANEL_WIDTH per column) is shown at about 0.7x in a docs page's column
+PANEL_WIDTH, PANEL_HEIGHT = 4.9, 3.5  # inches at 100 dpi
+
+
+def curves_by_run(report: BenchReport, generator: str) -> dict[str, list[list[dict[str, Any]]]]:
+    """Per method: each run's evaluations of ``generator`` (rows of ``curves.csv``) in step order."""
+    runs: dict[str, dict[Any, list[dict[str, Any]]]] = {}
+    for row in report.data.curves:
+        if row["generator"] == generator:
+            runs.setdefault(row["method"], {}).setdefault(row["seed"], []).append(row)
+    return {method: [sorted(run, key=lambda r: r["step"]) for run in by_seed.values()] for method, by_seed in runs.items()}
 
 
 def mean_curve(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[int], list[list[float]]]:
@@ -24,73 +39,88 @@ def mean_curve(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[int], l
     return steps, [[next(r[key] for r in run if r["step"] == s) for run in runs] for s in steps]
 
 
-def draw_floors(axis: plt.Axes, floors: list[dict[str, Any]], metric: str) -> None:
+def draw_floors(axis: plt.Axes, report: BenchReport, metric: str) -> None:
     """The floor (mean over its draws) dashed; the held-out context dotted."""
-    for index, floor in enumerate(floors):
-        draws = [d[metric] for d in floor["draws"] if metric in d]
+    for index, floor in enumerate(floors_of(report)):
+        draws = [r[metric] for r in floor if r["kind"] == "draw" and r.get(metric) is not None]
         if draws:
-            axis.axhline(statistics.mean(draws), color="black", linestyle="--", linewidth=1,
-                         label=f"floor ({floor['label']})" if not index else None)
-        held_out = floor.get("held_out") or {}
-        if metric in held_out.get("metrics", {}):
-            axis.axhline(held_out["metrics"][metric], color="grey", linestyle=":", linewidth=1,
-                         label=held_out["label"] if not index else None)
+            axis.axhline(statistics.mean(draws), color="black", linestyle="--", linewidth=1.2,
+                         label=f"floor ({floor[0]['images']} training images)" if not index else None)
+        context = next((r for r in floor if r["kind"] != "draw" and r.get(metric) is not None), None)
+        if context is not None:
+            axis.axhline(context[metric], color="grey", linestyle=":", linewidth=1.2,
+                         label=context_label(context) if not index else None)
+
+
+def log_scale(axis: plt.Axes) -> None:
+    """A log y axis labelled with plain numbers (0.5, 1, 2) rather than powers of ten."""
+    axis.set_yscale("log")
+    axis.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def plot_curves(report: BenchReport, path: Path) -> None:
-    """Each metric against generator step per method (EMA solid with a min–max band over seeds, raw dotted),
-    then the headline metric against wall time with T marked."""
+    """Each metric against generator step per method (the primary generator solid with a min–max band over
+    seeds, the other dotted), then the primary metric against wall time with T marked; one legend on top."""
     metrics = report.spec.metrics
-    options = report.cells[0].config.eval
-    runs: dict[str, dict[str, list[list[dict[str, Any]]]]] = {}
-    for cell in report.cells:
-        if cell.finished:
-            for generator in ("ema", "raw"):
-                runs.setdefault(cell.group, {}).setdefault(generator, []).append(evaluations(cell, generator))
+    metric, chosen, _ = report.primary.family()
+    other = "raw" if chosen == "ema" else "ema"
+    main, second = curves_by_run(report, chosen), curves_by_run(report, other)
+    methods = list(main)
     panels = len(metrics) + 1
-    columns = min(panels, 4)
+    columns = 2 if panels > 1 else 1
     rows = -(-panels // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False)
-    for axis in axes.flat[panels:]:
-        axis.axis("off")
-    colors = {method: f"C{index}" for index, method in enumerate(runs)}
-    for axis, metric in zip(axes.flat, metrics):
-        for method, by_generator in runs.items():
-            steps, values = mean_curve(by_generator["ema"], metric)
-            if steps:
-                axis.plot(steps, [statistics.mean(v) for v in values], color=colors[method], linewidth=1.5, label=method)
-                if len(by_generator["ema"]) > 1:
-                    axis.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=colors[method], alpha=0.15)
-            steps, values = mean_curve(by_generator["raw"], metric)
-            if steps:
-                axis.plot(steps, [statistics.mean(v) for v in values], color=colors[method], linewidth=1, linestyle=":")
-        draw_floors(axis, report.floors, metric)
-        if metric in ("fid", "kid") and all(v > 0 for line in axis.get_lines() for v in line.get_ydata()):
-            axis.set_yscale("log")
-        axis.set_title(f"{LABELS.get(metric, metric)} ({'higher' if higher_is_better(metric) else 'lower'} is better)")
-        axis.set_xlabel("generator step")
-        axis.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
-    timed = axes.flat[len(metrics)]
-    key, chosen = options.best_metric, options.best_generator
-    for method, by_generator in runs.items():
-        steps, values = mean_curve(by_generator[chosen], key)
-        _, times = mean_curve(by_generator[chosen], "wall_time_s")
-        if steps and len(times) == len(steps):
-            timed.plot([statistics.mean(t) for t in times], [statistics.mean(v) for v in values], color=colors[method],
-                       marker="o", markersize=3, linewidth=1.5, label=method)
-    if report.time_limit_s is not None:
-        timed.axvline(report.time_limit_s, color="black", linewidth=1, label=f"T = {report.time_limit_s:.0f} s")
-    if key == "fid":
-        timed.set_yscale("log")
-    timed.set_title(f"{LABELS.get(key, key)} of {chosen.upper()} against wall time")
-    timed.set_xlabel("wall time (s), mean over seeds")
-    timed.grid(alpha=0.3)
-    timed.legend(fontsize=7)
-    figure.suptitle("mean over seeds; EMA generator solid with a min–max band, raw dotted", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    with plt.rc_context({"font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE + 1, "legend.fontsize": FONT_SIZE - 1}):
+        figure, axes = plt.subplots(rows, columns, figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows), squeeze=False)
+        for axis in axes.flat[panels:]:
+            axis.axis("off")
+        palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+        colors = {method: palette(index % palette.N) for index, method in enumerate(methods)}
+        for axis, name in zip(axes.flat, metrics):
+            for method in methods:
+                steps, values = mean_curve(main[method], name)
+                if steps:
+                    axis.plot(steps, [statistics.mean(v) for v in values], color=colors[method], linewidth=2, label=method)
+                    if len(main[method]) > 1:
+                        axis.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=colors[method], alpha=0.15)
+                if method in second:
+                    steps, values = mean_curve(second[method], name)
+                    if steps:
+                        axis.plot(steps, [statistics.mean(v) for v in values], color=colors[method], linewidth=1.2, linestyle=":")
+            draw_floors(axis, report, name)
+            if name in ("fid", "kid") and all(v > 0 for line in axis.get_lines() for v in line.get_ydata()):
+                log_scale(axis)
+            axis.set_title(f"{LABELS.get(name, name)} ({'higher' if higher_is_better(name) else 'lower'} is better)")
+            axis.set_xlabel("generator step")
+            axis.grid(alpha=0.3)
+        timed = axes.flat[len(metrics)]
+        for method in methods:
+            steps, values = mean_curve(main[method], metric)
+            _, times = mean_curve(main[method], "wall_time_s")
+            if steps and len(times) == len(steps):
+                timed.plot([statistics.mean(t) for t in times], [statistics.mean(v) for v in values], color=colors[method],
+                           marker="o", markersize=4, linewidth=2)
+        if report.time_limit_s is not None:
+            timed.axvline(report.time_limit_s, color="black", linewidth=1.2, label=f"T = {report.time_limit_s:.0f} s")
+        if metric == "fid":
+            log_scale(timed)
+        timed.set_title(f"{LABELS.get(metric, metric)} of the {GENERATOR_LABELS[chosen]} generator against wall time")
+        timed.set_xlabel("wall time (s), mean over seeds")
+        timed.grid(alpha=0.3)
+        handles = {}
+        for axis in axes.flat[:panels]:
+            for handle, text in zip(*axis.get_legend_handles_labels()):
+                handles.setdefault(text, handle)
+        figure.suptitle(
+            f"mean over seeds; {GENERATOR_LABELS[chosen]} generator solid with a min–max band, {GENERATOR_LABELS[other]} dotted",
+            fontsize=FONT_SIZE + 1,
+        )
+        figure.legend(handles.values(), handles.keys(), loc="upper center", ncol=min(4, len(handles)),
+                      bbox_to_anchor=(0.5, 0.0), frameon=False)
+        figure.tight_layout()
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(figure)
 
 
 def plot_samples(cells: list[Cell], path: Path, count: int = 32) -> None:

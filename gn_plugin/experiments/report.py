@@ -1,16 +1,18 @@
-"""Benchmark reports from finished runs: per-run rows, statistics over seeds and pairwise comparisons.
+"""Benchmark data and its statistics: per-run rows, curves, the floor and the cost, then summaries over
+seeds and the comparisons, the primary one first.
 
-Every number comes from the run directories (``results.jsonl``, ``summary.json``, ``scalars.jsonl``)
-and every table says how it was obtained. Each run is reported for both generators (raw and EMA) at
-three stages:
+Everything a report shows flows one way: run directories → the published data (:data:`DATA_FILES`,
+written by :func:`write_data`) → :func:`read_data` → :func:`analyse` → Markdown
+(:mod:`gn_plugin.experiments.tables`). The bench renders its page from the files it has just written,
+so a page can be rebuilt from its published files and the spec alone, and a test does exactly that.
 
-- ``best``: the evaluation with the best ``eval.best_metric`` of that generator;
-- ``final``: the last evaluation;
+Each run is reported for both generators (raw and EMA) at three stages:
+
+- ``final``: the last evaluation, fixed before the run: the stage of the primary comparison;
+- ``best``: the evaluation with the best ``eval.best_metric`` of that generator: chosen on the very
+  evaluations it reports, so it is optimistic;
 - ``equal_time``: the best evaluation within T, the wall time the fastest method needed for its
-  whole budget, so a slower method is not credited for time it was given.
-
-``results.csv`` holds one row per run and generator; everything else (``summary.csv``,
-``comparisons.csv``, the Markdown) is computed from those rows, so anyone can recompute it.
+  whole budget, so a slower method is not credited for time it was given (chosen like ``best``).
 """
 
 from __future__ import annotations
@@ -23,30 +25,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gn_plugin.config import EmaConfig
 from gn_plugin.experiments.invocations import read_invocations
+from gn_plugin.experiments.machine import describe_machine
 from gn_plugin.experiments.spec import BenchSpec, Cell, floor_key
-from gn_plugin.experiments.statistics import COMPARISON_COLUMNS, compare_all, seeds_needed, summarize
+from gn_plugin.experiments.statistics import COMPARISON_COLUMNS, compare_all, summarize
 from gn_plugin.metrics.base import higher_is_better
-from gn_plugin.training.ema import EMA_HORIZONS, ema_horizon, ema_lags
 
-LABELS = {
-    "fid": "FID", "kid": "KID", "is": "IS", "precision": "precision", "recall": "recall",
-    "density": "density", "coverage": "coverage", "class_coverage": "class coverage",
-}
-METRIC_SPACES = {
-    "digits": "features of the shipped digits classifier (64-d penultimate layer)",
-    "inception": "TF-Inception features (clean-fid)",
-}
-STAGES = ("best", "final", "equal_time")
-STAGE_LABELS = {"best": "best", "final": "final", "equal_time": "best within T"}
-GENERATOR_LABELS = {"ema": "EMA", "raw": "raw"}
-CSV_COMPARISON_COLUMNS = ["metric", "generator", "stage", *COMPARISON_COLUMNS]
-SUMMARY_COLUMNS = ["method", "generator", "stage", "metric", "n", "mean", "median", "std", "ci_low", "ci_high", "ci_method"]
+STAGES = ("final", "best", "equal_time")
 ALPHA = 0.05  # two-sided; family-wise over the pairs of one metric, generator and stage (Holm)
 POWER = 0.8
-ONE_FACTOR_NOTE = " (`compare: one_factor`: only pairs that differ in the method or in one grid key are compared)"
-LISTED_UNDECIDED = 10  # a summary line names at most this many inconclusive pairs (the tables name all)
+CSV_COMPARISON_COLUMNS = ["family", "metric", "generator", "stage", *COMPARISON_COLUMNS]
+SUMMARY_COLUMNS = ["method", "generator", "stage", "metric", "n", "mean", "median", "std", "ci_low", "ci_high", "ci_method"]
+DATA_FILES = ("results.csv", "curves.csv", "floor.csv", "cost.csv")
+COST_COLUMNS = [
+    "started_at", "executed", "skipped", "failed", "stopped", "jobs", "elapsed_s", "load_before_1min",
+    "load_after_15min", "machine", "out", "command",
+]
+DERIVED_FILES = ("summary.csv", "comparisons.csv")
+#: Columns read back as text; every other column of the data files is a number (or empty for none).
+TEXT_COLUMNS = {
+    "method", "generator", "run", "status", "floor", "kind", "data", "space", "started_at", "machine",
+    "stopped", "command", "out", "family", "metric", "stage", "method_a", "method_b", "verdict", "ci_method",
+}
 
 
 # -- rows: one per run and generator ----------------------------------------------------------------
@@ -107,8 +107,8 @@ def run_rows(cell: Cell, metrics: Sequence[str], limit: float | None) -> list[di
         )
         within = [r for r in records if limit is not None and r.get("wall_time_s", float("inf")) <= limit]
         picked = {
-            "best": best_record(records, key) or records[-1],
             "final": records[-1],
+            "best": best_record(records, key) or records[-1],
             "equal_time": best_record(within, key) or (within[-1] if within else None),
         }
         for stage, record in picked.items():
@@ -118,11 +118,119 @@ def run_rows(cell: Cell, metrics: Sequence[str], limit: float | None) -> list[di
     return rows
 
 
-def values_by_method(rows: Iterable[dict[str, Any]], generator: str, column: str) -> dict[str, list[float]]:
-    """Per method (first-seen order): the finished runs' values of ``column`` for ``generator``.
+def curve_rows(cell: Cell, metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """``curves.csv`` rows of a finished run: every evaluation of both generators."""
+    if not cell.finished:
+        return []
+    return [
+        {"method": cell.group, "seed": cell.seed, "generator": generator, "run": cell.id, "step": r["step"],
+         "wall_time_s": r.get("wall_time_s"), **{m: r.get(m) for m in metrics}}
+        for generator in generators(cell) for r in evaluations(cell, generator)
+    ]
 
-    Works on the rows as built and as read back from ``results.csv`` (strings, empty for none).
-    """
+
+def floor_rows(key: str, floor: dict[str, Any]) -> list[dict[str, Any]]:
+    """``floor.csv`` rows of one floor: a row per draw, then its context (held-out images, distinct training
+    images where the reference is a held-out split, or halves)."""
+    shared = {
+        "floor": key, "data": floor["data"], "space": floor["space"], "training_images": floor["training_images"],
+        "reference_images": floor.get("reference_images"),
+    }
+    rows = [{**shared, "kind": "draw", "draw": i, "images": floor["images"], **draw} for i, draw in enumerate(floor["draws"])]
+    context = floor["context"]
+    rows.append({**shared, "kind": context["kind"], "draw": None, "images": context["images"], **context["metrics"]})
+    return rows
+
+
+def cost_rows(root: Path) -> list[dict[str, Any]]:
+    """``cost.csv``: the recorded invocations (:mod:`gn_plugin.experiments.invocations`), one row each."""
+    rows = []
+    for record in read_invocations(root):
+        load = record.get("load") or {}
+        rows.append({
+            "started_at": record["started_at"], "executed": record["executed"], "skipped": record["skipped"],
+            "failed": len(record.get("failed", [])), "stopped": record.get("stopped"), "jobs": record["jobs"],
+            "elapsed_s": record["elapsed_s"], "load_before_1min": load.get("before_1min"),
+            "load_after_15min": load.get("after_15min"), "machine": describe_machine(record["machine"]),
+            "out": root.as_posix(), "command": record.get("command"),
+        })
+    return rows
+
+
+@dataclass
+class BenchData:
+    """The published data of a benchmark: the rows of :data:`DATA_FILES`."""
+
+    rows: list[dict[str, Any]]
+    curves: list[dict[str, Any]]
+    floors: list[dict[str, Any]]
+    cost: list[dict[str, Any]]
+
+
+def collect(spec: BenchSpec, cells: list[Cell], floors: dict[str, dict[str, Any]], root: Path) -> BenchData:
+    """The data of a benchmark's cells, read from their run directories, with the floors they use."""
+    limit = time_limit(cells)
+    used = dict.fromkeys(floor_key(c.config) for c in cells if c.finished)
+    return BenchData(
+        rows=[row for cell in cells for row in run_rows(cell, spec.metrics, limit)],
+        curves=[row for cell in cells for row in curve_rows(cell, spec.metrics)],
+        floors=[row for key in used if key in floors for row in floor_rows(key, floors[key])],
+        cost=cost_rows(root),
+    )
+
+
+# -- CSV files -------------------------------------------------------------------------------------
+def write_csv(rows: list[dict[str, Any]], path: Path, columns: Sequence[str] | None = None) -> None:
+    """Rows as CSV; columns are ``columns`` or the union of all rows' keys, in first-seen order. None is empty."""
+    columns = list(columns or dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV file written by :func:`write_csv`: empty cells None, numbers numbers (but :data:`TEXT_COLUMNS`)."""
+
+    def value(column: str, text: str) -> Any:
+        if column in TEXT_COLUMNS:
+            return text or None
+        if text == "":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+    with open(path, newline="") as file:
+        return [{column: value(column, text) for column, text in row.items()} for row in csv.DictReader(file)]
+
+
+def write_data(data: BenchData, folder: Path) -> list[Path]:
+    """The data files (:data:`DATA_FILES`) in ``folder``."""
+    paths = [folder / name for name in DATA_FILES]
+    for rows, path in zip((data.rows, data.curves, data.floors), paths):
+        write_csv(rows, path, None if rows else ["method"])
+    write_csv(data.cost, paths[3], COST_COLUMNS)
+    return paths
+
+
+def read_data(folder: Path) -> BenchData:
+    """The data files in ``folder``, as :func:`write_data` wrote them."""
+    return BenchData(*(read_csv(folder / name) for name in DATA_FILES))
+
+
+def write_derived(report: BenchReport, folder: Path) -> list[Path]:
+    """``summary.csv`` and ``comparisons.csv``, computed from ``results.csv``, in ``folder``."""
+    paths = [folder / name for name in DERIVED_FILES]
+    write_csv(report.summaries, paths[0], SUMMARY_COLUMNS)
+    write_csv(report.comparisons, paths[1], CSV_COMPARISON_COLUMNS)
+    return paths
+
+
+# -- statistics over seeds --------------------------------------------------------------------------
+def values_by_method(rows: Iterable[dict[str, Any]], generator: str, column: str) -> dict[str, list[float]]:
+    """Per method (first-seen order): the finished runs' values of ``column`` for ``generator``."""
     values: dict[str, list[float]] = {}
     for row in rows:
         values.setdefault(row["method"], [])
@@ -131,11 +239,14 @@ def values_by_method(rows: Iterable[dict[str, Any]], generator: str, column: str
     return values
 
 
-# -- statistics over seeds --------------------------------------------------------------------------
+def generators_of(rows: Iterable[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["generator"] for r in rows))
+
+
 def summaries(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
-    """``summary.csv``: n, mean, median, std and the bootstrap CI of the mean per method, generator, stage and metric."""
+    """``summary.csv``: n, mean, median, std and the t interval of the mean per method, generator, stage and metric."""
     result = []
-    for generator in dict.fromkeys(r["generator"] for r in rows):
+    for generator in generators_of(rows):
         for stage in STAGES:
             for metric in metrics:
                 for method, values in values_by_method(rows, generator, f"{stage}_{metric}").items():
@@ -143,6 +254,27 @@ def summaries(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[s
                         summary = asdict(summarize(values))
                         result.append({"method": method, "generator": generator, "stage": stage, "metric": metric, **summary})
     return result
+
+
+@dataclass(frozen=True)
+class Primary:
+    """The primary comparison, resolved: the spec's ``primary`` with its defaults filled in."""
+
+    metric: str
+    generator: str
+    stage: str
+    margin: float | None
+
+    def family(self) -> tuple[str, str, str]:
+        return self.metric, self.generator, self.stage
+
+
+def primary_comparison(spec: BenchSpec, cells: Sequence[Cell]) -> Primary:
+    """The spec's primary comparison; its metric defaults to the first of ``metrics``, its generator to
+    the base config's ``eval.best_generator``."""
+    declared = spec.primary
+    generator = declared.generator or cells[0].config.eval.best_generator
+    return Primary(declared.metric or spec.metrics[0], generator, declared.stage, declared.margin)
 
 
 def compared_pairs(cells: Sequence[Cell], compare: str) -> list[tuple[str, str]] | None:
@@ -159,362 +291,88 @@ def compared_pairs(cells: Sequence[Cell], compare: str) -> list[tuple[str, str]]
 
 
 def comparisons(
-    rows: list[dict[str, Any]], metrics: Sequence[str], pairs: Sequence[tuple[str, str]] | None = None
+    rows: list[dict[str, Any]],
+    metrics: Sequence[str],
+    pairs: Sequence[tuple[str, str]] | None = None,
+    primary: Primary | None = None,
 ) -> list[dict[str, Any]]:
-    """``comparisons.csv`` rows (:data:`CSV_COMPARISON_COLUMNS`) plus ``seeds_needed`` for the page.
+    """``comparisons.csv`` rows (:data:`CSV_COMPARISON_COLUMNS`), the primary family first.
 
     Each metric, generator and stage is one family: every pair of methods with values (or those of
-    ``pairs``), Holm-adjusted over the family. ``seeds_needed`` is the noncentral-t sample size per
-    method at which the observed difference and pooled spread would reach ``POWER`` at
-    alpha / (pairs in the family), the level of Holm's strictest step.
+    ``pairs``), Holm-adjusted over the family. Only the primary family is tested for equivalence (with
+    the primary comparison's margin) and is labelled ``primary``; every other family is ``exploratory``.
+    ``seeds_needed``: the seeds per method, more than were run, at which the observed difference and
+    spreads would reach ``POWER`` with Welch's test at alpha / (pairs in the family).
     """
+    families = [(m, g, s) for m in metrics for g in generators_of(rows) for s in STAGES]
+    if primary is not None and primary.family() in families:
+        families.remove(primary.family())
+        families.insert(0, primary.family())
     result = []
-    for metric in metrics:
-        for generator in dict.fromkeys(r["generator"] for r in rows):
-            for stage in STAGES:
-                groups = {m: v for m, v in values_by_method(rows, generator, f"{stage}_{metric}").items() if v}
-                present = None if pairs is None else [(a, b) for a, b in pairs if a in groups and b in groups]
-                if len(groups) < 2 or present == []:
-                    continue
-                family = compare_all(
-                    groups, lower_is_better=not higher_is_better(metric), alpha=ALPHA, pairs=present
-                )
-                for c in family:
-                    needed = seeds_needed(groups[c.method_a], groups[c.method_b], alpha=ALPHA / len(family), power=POWER)
-                    result.append({"metric": metric, "generator": generator, "stage": stage, **c.as_row(), "seeds_needed": needed})
+    for metric, generator, stage in families:
+        is_primary = primary is not None and (metric, generator, stage) == primary.family()
+        groups = {m: v for m, v in values_by_method(rows, generator, f"{stage}_{metric}").items() if v}
+        present = None if pairs is None else [(a, b) for a, b in pairs if a in groups and b in groups]
+        if len(groups) < 2 or present == []:
+            continue
+        family = compare_all(
+            groups, lower_is_better=not higher_is_better(metric), alpha=ALPHA, pairs=present,
+            margin=primary.margin if is_primary else None,
+        )
+        label = "primary" if is_primary else "exploratory"
+        result += [{"family": label, "metric": metric, "generator": generator, "stage": stage, **c.as_row()} for c in family]
     return result
-
-
-def floor_summary(floor: dict[str, Any], metric: str) -> dict[str, Any] | None:
-    """The summary of the floor's draws of ``metric`` (mean and bootstrap CI of the mean over the draws)."""
-    values = [d[metric] for d in floor["draws"] if d.get(metric) is not None]
-    return asdict(summarize(values)) if values else None
 
 
 @dataclass
 class BenchReport:
-    """Everything a benchmark report shows, computed once from the cells and their floors."""
+    """Everything a benchmark report shows, computed from its data and its spec."""
 
     spec: BenchSpec
-    cells: list[Cell]
-    rows: list[dict[str, Any]]
+    cells: list[Cell]  # the spec's cells: configs (their run directories need not exist)
+    data: BenchData
+    primary: Primary
     summaries: list[dict[str, Any]]
     comparisons: list[dict[str, Any]]
-    floors: list[dict[str, Any]]
-    time_limit_s: float | None
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.data.rows
 
-def build_report(spec: BenchSpec, cells: list[Cell], floors: dict[str, dict[str, Any]]) -> BenchReport:
-    """Rows, statistics and comparisons of a benchmark's cells."""
-    limit = time_limit(cells)
-    rows = [row for cell in cells for row in run_rows(cell, spec.metrics, limit)]
-    used = [floors[k] for k in dict.fromkeys(floor_key(c.config) for c in cells if c.finished) if k in floors]
-    found = comparisons(rows, spec.metrics, compared_pairs(cells, spec.compare))
-    return BenchReport(spec, cells, rows, summaries(rows, spec.metrics), found, used, limit)
+    @property
+    def time_limit_s(self) -> float | None:
+        return next((r["time_limit_s"] for r in self.rows if r.get("time_limit_s") is not None), None)
 
+    def family(self, metric: str, generator: str, stage: str) -> list[dict[str, Any]]:
+        return [c for c in self.comparisons if (c["metric"], c["generator"], c["stage"]) == (metric, generator, stage)]
 
-# -- text ------------------------------------------------------------------------------------------
-def number(value: float | None, digits: int = 3) -> str:
-    """``digits`` significant digits (trailing zeros kept), no exponent for ordinary magnitudes."""
-    if value is None:
-        return "–"
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:#.{digits}g}".rstrip(".")
+    @property
+    def primary_family(self) -> list[dict[str, Any]]:
+        return [c for c in self.comparisons if c["family"] == "primary"]
 
-
-def p_text(p: float | None) -> str:
-    if p is None:
-        return "–"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def stat(mean: float | None, std: float | None) -> str:
-    """``mean ± std`` (the std to two significant digits), or the mean alone."""
-    return number(mean) if std is None or mean is None else f"{number(mean)} ± {number(std, 2)}"
-
-
-def interval(summary: dict[str, Any] | None) -> str:
-    """``mean [low, high]`` of a summary; the mean alone without a CI."""
-    if summary is None:
-        return "–"
-    if summary["ci_low"] is None:
-        return number(summary["mean"])
-    return f"{number(summary['mean'])} [{number(summary['ci_low'])}, {number(summary['ci_high'])}]"
-
-
-def spread(summary: dict[str, Any] | None) -> str:
-    """``median / std`` of a summary."""
-    return "–" if summary is None else f"{number(summary['median'])} / {number(summary['std'], 2)}"
-
-
-def arrow(metric: str) -> str:
-    return "↑" if higher_is_better(metric) else "↓"
-
-
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
-
-
-def seeds_text(rows: list[dict[str, Any]], method: str, generator: str) -> str:
-    mine = [r for r in rows if r["method"] == method and r["generator"] == generator]
-    done = sum(r["status"] == "finished" for r in mine)
-    return f"{done}" if done == len(mine) else f"{done} of {len(mine)}"
-
-
-def metric_table(report: BenchReport, metric: str) -> str:
-    """Per generator and method: mean [95 % CI], median / std at each stage; then the floors."""
-    heading = [f"{STAGE_LABELS[s]}: mean [95 % CI] | median / std" for s in STAGES]
-    lines = [
-        f"| generator | method | seeds | {' | '.join(heading)} |",
-        "|---|---|---|" + "---|---|" * len(STAGES),
-    ]
-    found = {(s["method"], s["generator"], s["stage"]): s for s in report.summaries if s["metric"] == metric}
-    for generator in dict.fromkeys(r["generator"] for r in report.rows):
-        for method in dict.fromkeys(r["method"] for r in report.rows):
-            cells = []
-            for stage in STAGES:
-                summary = found.get((method, generator, stage))
-                cells += [interval(summary), spread(summary)]
-            lines.append(f"| {GENERATOR_LABELS[generator]} | {method} | {seeds_text(report.rows, method, generator)} | " + " | ".join(cells) + " |")
-    for floor in report.floors:
-        summary = floor_summary(floor, metric)
-        if summary is not None:
-            cells = [interval(summary), spread(summary)] * len(STAGES)
-            lines.append(f"| – | *floor: {floor['label']}* | {summary['n']} draws | " + " | ".join(cells) + " |")
-        held_out = floor.get("held_out")
-        if held_out and metric in held_out["metrics"]:
-            value = number(held_out["metrics"][metric])
-            lines.append(f"| – | *{held_out['label']}* | – | " + " | ".join([value, "–"] * len(STAGES)) + " |")
-    return "\n".join(lines)
-
-
-def needed_text(comparison: dict[str, Any]) -> str:
-    """Roughly how many seeds per method an inconclusive comparison would need, in words."""
-    needed = comparison["seeds_needed"]
-    if min(comparison["n_a"], comparison["n_b"]) < 2:
-        return "one seed: no spread to test"
-    if comparison["diff"] == 0:
-        return "equal means"
-    if needed is None:
-        return "more than 10,000 seeds"
-    return f"≈ {needed} seeds" if needed < 100 else f"≈ {float(f'{needed:.2g}'):,.0f} seeds"
-
-
-def verdict_text(comparison: dict[str, Any]) -> str:
-    """The verdict in words; an inconclusive one says how many seeds would decide it."""
-    if comparison["verdict"] != "inconclusive":
-        return f"**{comparison['verdict']}**"
-    return f"inconclusive ({needed_text(comparison)})"
-
-
-def decided_text(comparison: dict[str, Any]) -> str:
-    """``winner better than loser (Holm p …)`` for a decided comparison."""
-    a, b = comparison["method_a"], comparison["method_b"]
-    winner, loser = (a, b) if comparison["verdict"] == f"{a} better" else (b, a)
-    return f"{winner} better than {loser} (Holm p {p_text(comparison['p_holm'])})"
-
-
-def pair(comparison: dict[str, Any]) -> str:
-    return f"{comparison['method_a']} vs {comparison['method_b']}"
-
-
-def verdict_table(report: BenchReport, generator: str, stage: str) -> str:
-    """Pairs × metrics: the verdict of every comparison of one generator and stage."""
-    family = [c for c in report.comparisons if c["generator"] == generator and c["stage"] == stage]
-    metrics = [m for m in report.spec.metrics if any(c["metric"] == m for c in family)]
-    if not metrics:
-        return ""
-    lines = [
-        "| pair | " + " | ".join(f"{label(m)} {arrow(m)}" for m in metrics) + " |",
-        "|---" * (len(metrics) + 1) + "|",
-    ]
-    for name in dict.fromkeys(pair(c) for c in family):
-        verdicts = {c["metric"]: verdict_text(c) for c in family if pair(c) == name}
-        lines.append(f"| {name} | " + " | ".join(verdicts.get(m, "–") for m in metrics) + " |")
-    return "\n".join(lines)
-
-
-def detail_table(report: BenchReport, metric: str, generator: str) -> str:
-    """Every comparison of ``metric`` for ``generator``: difference with its CI, p-values, P(A better), verdict."""
-    lines = [
-        "| stage | A vs B | mean A | mean B | A − B [95 % CI] | Welch p | Holm p | P(A better) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in report.comparisons:
-        if c["metric"] == metric and c["generator"] == generator:
-            difference = number(c["diff"]) + ("" if c["ci_low"] is None else f" [{number(c['ci_low'])}, {number(c['ci_high'])}]")
-            lines.append(
-                f"| {STAGE_LABELS[c['stage']]} | {pair(c)} | {number(c['mean_a'])} | {number(c['mean_b'])} | {difference} | "
-                f"{p_text(c['p_value'])} | {p_text(c['p_holm'])} | {c['prob_improvement']:.2f} | {verdict_text(c)} |"
-            )
-    return "\n".join(lines)
-
-
-def speed_table(report: BenchReport) -> str:
-    """Per method: wall time, train speed and the wall time at its last evaluation (mean ± std over seeds)."""
-    lines = [
-        "| method | seeds | wall time (s) | train steps/s | wall time at the last evaluation (s) |",
-        "|---|---|---|---|---|",
-    ]
-    last = {}
-    for cell in report.cells:
-        records = evaluations(cell, cell.config.eval.best_generator) if cell.finished else []
-        if records and records[-1].get("wall_time_s") is not None:
-            last.setdefault(cell.group, []).append(records[-1]["wall_time_s"])
-    chosen = report.cells[0].config.eval.best_generator
-    for method in dict.fromkeys(r["method"] for r in report.rows):
-        own = [r for r in report.rows if r["method"] == method and r["generator"] == chosen and r["status"] == "finished"]
-        cells = [mean_std([r["wall_time_s"] for r in own]), mean_std([r["steps_per_s"] for r in own]), mean_std(last.get(method, []))]
-        lines.append(f"| {method} | {seeds_text(report.rows, method, chosen)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def mean_std(values: Sequence[float | None]) -> str:
-    present = [v for v in values if v is not None]
-    if not present:
-        return "–"
-    return stat(statistics.mean(present), statistics.stdev(present) if len(present) > 1 else None)
-
-
-def ema_warnings(cells: Sequence[Cell]) -> list[str]:
-    """A warning for each distinct run length shorter than ``EMA_HORIZONS`` EMA horizons (1 / (1 − decay) steps)."""
-    warnings = []
-    for steps, decay, start in sorted({(c.config.train.steps, c.config.train.ema.decay, c.config.train.ema.start) for c in cells}):
-        horizon = ema_horizon(decay)
-        averaged = max(steps - start, 0)
-        if ema_lags(steps, EmaConfig(decay=decay, start=start)):
-            warnings.append(
-                f"> **Warning:** runs of {steps} steps average the EMA generator over {averaged} steps, "
-                f"{averaged / horizon:.1f} EMA horizons (1 / (1 − {decay:g}) = {horizon:.0f} steps); below "
-                f"{EMA_HORIZONS} horizons the EMA still carries the early generators, so its numbers lag the raw ones."
-            )
-    return warnings
-
-
-def closing_notes(report: BenchReport) -> str:
-    """What is decided for the headline metric and generator, at each stage; how many comparisons overall."""
-    options = report.cells[0].config.eval
-    metric, generator = options.best_metric, options.best_generator
-    lines = []
-    for stage in STAGES:
-        family = [c for c in report.comparisons if (c["metric"], c["generator"], c["stage"]) == (metric, generator, stage)]
-        if not family:
-            continue
-        decided = [c for c in family if c["verdict"] != "inconclusive"]
-        what = f"{label(metric)} of the {GENERATOR_LABELS[generator]} generator, {STAGE_LABELS[stage]}"
-        if stage == "equal_time" and report.time_limit_s is not None:
-            what += f" (T = {report.time_limit_s:.0f} s)"
-        text = "; ".join(decided_text(c) for c in decided)
-        undecided = [c for c in family if c["verdict"] == "inconclusive"]
-        if len(undecided) <= LISTED_UNDECIDED:
-            rest = "; ".join(f"{pair(c)} ({needed_text(c)})" for c in undecided)
-        else:
-            rest = f"the other {len(undecided)} pairs (the tables below give the seeds each would need)"
-        lines.append(
-            f"- **{what}**: {len(decided)} of {len(family)} pairs decided"
-            + (f": {text}." if decided else ".")
-            + (f" Inconclusive: {rest}." if undecided else "")
+    def summary(self, method: str, generator: str, stage: str, metric: str) -> dict[str, Any] | None:
+        return next(
+            (s for s in self.summaries if (s["method"], s["generator"], s["stage"], s["metric"]) == (method, generator, stage, metric)),
+            None,
         )
-    total = len(report.comparisons)
-    if total:
-        decided = sum(c["verdict"] != "inconclusive" for c in report.comparisons)
-        lines.append(
-            f"- Over all {len(report.spec.metrics)} metrics, both generators and every stage, {decided} of {total} "
-            "comparisons are decided (tables below)."
-        )
-    for floor in report.floors:
-        summary = floor_summary(floor, metric)
-        best = [s["mean"] for s in report.summaries if (s["metric"], s["generator"], s["stage"]) == (metric, generator, "best")]
-        if summary is not None and best and summary["mean"] > 0:
-            leader = (max if higher_is_better(metric) else min)(best)
-            lines.append(
-                f"- Floor ({floor['label']}): {label(metric)} {interval(summary)}; the best method's "
-                f"mean best {label(metric)} is {number(leader / summary['mean'])}× that."
-            )
-    return "\n".join(lines)
 
 
-def table_notes(report: BenchReport, jobs: int | None) -> str:
-    """How the numbers were obtained, as a bullet list."""
-    cells, options = report.cells, report.cells[0].config.eval
-    steps = sorted({c.config.train.steps for c in cells})
-    floors = report.floors
-    space = METRIC_SPACES.get(floors[0]["space"], floors[0]["space"]) if floors else "the data set's metric space"
-    parallel = f"{jobs} runs in parallel" if jobs else "runs in parallel as recorded below"
-    methods = {s["ci_method"] for s in report.summaries if s["ci_method"]}
-    lines = [
-        (
-            f"- Stages, per generator: *best* = the evaluation with the {'highest' if higher_is_better(options.best_metric) else 'lowest'} "
-            f"{label(options.best_metric)} (for the {options.best_generator.upper()} generator, the checkpoint `best.pt` keeps, "
-            f"as the paper reports); *final* = the last evaluation (step {', '.join(map(str, steps))}); *best within T* = the "
-            f"best evaluation whose wall time is at most T"
-            + (f" = {report.time_limit_s:.0f} s" if report.time_limit_s is not None else " (no wall times on record)")
-            + ", the wall time the fastest method's slowest seed took to its last evaluation: the comparison at equal compute. "
-            "Unlike best and final, it rests on measured wall times, so it moves with the machine and its load: "
-            "a rerun reproduces the other stages exactly but not this one. "
-            f"Evaluated every {options.every or 'end of the'} generator steps."
-        ),
-        (
-            f"- Metrics: {options.num_samples} generated images against the train-split reference, in {space}. "
-            "KID is the unbiased estimator, so it can be slightly negative near zero. Precision and recall use k = 3 "
-            "nearest neighbours, density and coverage k = 5."
-        ),
-        (
-            "- Over seeds: mean, median and sample standard deviation; 95 % CI of the mean: bootstrap "
-            f"(`scipy.stats.bootstrap`, 10,000 resamples, fixed seed; {' and '.join(sorted(methods)) or 'BCa'} "
-            "intervals; BCa falls back to percentile where it is undefined, as when all seeds agree)."
-        ),
-        (
-            f"- Comparisons: A − B is the difference of the means with a 95 % bootstrap CI; Welch's t-test p; Holm-adjusted "
-            f"over the pairs of one metric, generator and stage{ONE_FACTOR_NOTE if report.spec.compare == 'one_factor' else ''}; P(A better) = Mann–Whitney U / (n_A · n_B), ties half. "
-            f"Verdict: *A better* / *B better* when the Holm p < {ALPHA}, else *inconclusive*, with ≈ the seeds per method "
-            f"at which the observed difference and pooled spread would be detected with {POWER:.0%} power at "
-            f"α / (pairs in the family) (two-sample t-test, noncentral t)."
-        ),
-    ]
-    for floor in floors:
-        lines.append(f"- Floor: {floor['how']}")
-    lines.append(
-        f"- Wall time: the whole run including evaluations ({parallel}); train steps/s: median over the logging "
-        "intervals, so evaluation pauses do not count."
-    )
-    return "\n".join(lines)
+def analyse(spec: BenchSpec, cells: list[Cell], data: BenchData) -> BenchReport:
+    """Summaries and comparisons of a benchmark's data (as :func:`read_data` returns it)."""
+    primary = primary_comparison(spec, cells)
+    found = comparisons(data.rows, spec.metrics, compared_pairs(cells, spec.compare), primary)
+    return BenchReport(spec, cells, data, primary, summaries(data.rows, spec.metrics), found)
 
 
-def report_body(report: BenchReport, jobs: int | None) -> str:
-    """The summary of decided comparisons, the tables, how they were obtained and the comparisons."""
-    options = report.cells[0].config.eval
-    parts = ["\n\n".join(ema_warnings(report.cells)), "### Summary\n\n" + closing_notes(report)]
-    metrics = report.spec.metrics
-    for metric in metrics:
-        parts.append(f"### {label(metric)} {arrow(metric)}\n\n{metric_table(report, metric)}")
-    parts.append("### Wall time and speed\n\n" + speed_table(report))
-    parts.append("### How these numbers were obtained\n\n" + table_notes(report, jobs))
-    headline = f"{label(options.best_metric)}, {GENERATOR_LABELS[options.best_generator]} generator"
-    parts.append(
-        f"### Comparisons: {headline}\n\n{detail_table(report, options.best_metric, options.best_generator)}\n\n"
-        "Every other comparison's numbers are in `comparisons.csv`; their verdicts follow."
-    )
-    verdicts = []
-    for generator in dict.fromkeys(r["generator"] for r in report.rows):
-        for stage in STAGES:
-            table = verdict_table(report, generator, stage)
-            if table:
-                verdicts.append(f"{GENERATOR_LABELS[generator]} generator, {STAGE_LABELS[stage]}:\n\n{table}")
-    if verdicts:
-        parts.append("### Comparisons: every metric\n\n" + "\n\n".join(verdicts))
-    return "\n\n".join(p for p in parts if p)
+def floors_of(report: BenchReport) -> list[list[dict[str, Any]]]:
+    """The floor rows, one list per floor."""
+    grouped: dict[Any, list[dict[str, Any]]] = {}
+    for row in report.data.floors:
+        grouped.setdefault(row["floor"], []).append(row)
+    return list(grouped.values())
 
 
-# -- files -----------------------------------------------------------------------------------------
-def write_csv(rows: list[dict[str, Any]], path: Path, columns: Sequence[str] | None = None) -> None:
-    """Rows as CSV; columns are ``columns`` or the union of all rows' keys, in first-seen order. None is empty."""
-    columns = list(columns or dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def last_jobs(root: Path) -> int | None:
-    invocations = read_invocations(root)
-    return invocations[-1]["jobs"] if invocations else None
+def floor_summary(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """The summary of a floor's draws of ``metric``: mean and t interval over the draws."""
+    values = [r[metric] for r in rows if r["kind"] == "draw" and r.get(metric) is not None]
+    return asdict(summarize(values)) if values else None

@@ -52,6 +52,51 @@ from gn_plugin.training.run_dir import RunFiles
 #: Config keys a method fragment replaces wholesale instead of merging key by key.
 COMPONENT_KEYS = ("norm", "loss", "regularizers")
 NAME_PATTERN = r"^[\w.+-]+$"
+SELECTED_STAGES = ("best", "equal_time")  # stages chosen on the evaluations they report
+
+
+class PrimaryComparison(Strict):
+    """The one comparison the benchmark is run to decide: its page's headline and verdicts. Every other
+    table of the page (other metrics, generators and stages) is exploratory."""
+
+    metric: str | None = Field(None, description="the metric; one of the spec's `metrics` (default: the first of them)")
+    generator: Literal["raw", "ema"] | None = Field(
+        None, description="the generator scored (default: the base config's `eval.best_generator`)"
+    )
+    stage: Literal["final"] = Field(
+        "final",
+        description="the evaluation compared: final, the last one. best and best within T are chosen on the "
+        "evaluations they report, so they stay exploratory",
+    )
+    margin: float | None = Field(
+        None,
+        gt=0,
+        description="equivalence margin in the metric's units: a pair is called equivalent only when two "
+        "one-sided Welch tests (TOST, Holm over the pairs) put the difference within ± margin; without one, "
+        "no pair is ever called equivalent",
+    )
+
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _unselected_stage(cls, stage: Any) -> Any:
+        if stage in SELECTED_STAGES:
+            raise ValueError(
+                f"'{stage}' is chosen on the same evaluations it reports (an optimistic pick), so it cannot be "
+                "the primary comparison; use final (best and best within T stay in the exploratory tables)"
+            )
+        return stage
+
+
+class PaperNumbers(Strict):
+    """Published numbers to set beside this benchmark's: a table of the authors' values and the ones measured
+    here (the primary comparison's generator and stage, mean over seeds)."""
+
+    source: str = Field(description="where the numbers come from and under which protocol (data, model, metric code)")
+    metrics: list[str] = Field(min_length=1, description="the metrics of each entry, in order (one of the spec's `metrics` each)")
+    values: dict[str, str] = Field(
+        description="method as the tables name it (`gn`, `gn (activation=elu)`) -> the authors' values, "
+        "written `7.66 / 21.69` in the order of `metrics`, or in words"
+    )
 
 
 class LauncherSettings(Strict):
@@ -132,7 +177,8 @@ class BenchSpec(Strict):
     out: str | None = Field(None, description="output folder (default runs/bench/<name>)")
     docs: str | None = Field(None, description="Markdown results page to (re)write, e.g. docs/results/digits.md")
     metrics: list[str] = Field(
-        default_factory=lambda: ["fid", "kid", "is"], description="metrics shown in the table (best and final)"
+        default_factory=lambda: ["fid", "kid", "is"],
+        description="metrics reported, each at every stage for both generators (the cells evaluate `eval.metrics`)",
     )
     launcher: LauncherSettings = Field(
         default_factory=LauncherSettings, description="Slurm settings for --launcher slurm (the local launcher ignores them)"
@@ -142,6 +188,11 @@ class BenchSpec(Strict):
         description="which pairs of methods the tests compare: all, or one_factor (only pairs that differ in one "
         "factor, the method or one grid key: the questions an ablation asks); Holm adjusts over the pairs compared",
     )
+    primary: PrimaryComparison = Field(
+        default_factory=PrimaryComparison,
+        description="the one comparison the benchmark decides (metric, generator, stage, equivalence margin)",
+    )
+    paper: PaperNumbers | None = Field(None, description="published numbers to set beside these on the page")
 
     @field_validator("methods")
     @classmethod
@@ -192,9 +243,15 @@ def load_spec(path: str | Path) -> BenchSpec:
     """Read and validate a benchmark spec; problems are one line naming the file and key."""
     path = Path(path)
     try:
-        return BenchSpec.model_validate(read_yaml(path))
+        spec = BenchSpec.model_validate(read_yaml(path))
     except ValidationError as exc:
         raise GnPluginError(format_validation_error(exc, str(path), BenchSpec)) from None
+    named = [("primary.metric", spec.primary.metric)]
+    named += [("paper.metrics", metric) for metric in (spec.paper.metrics if spec.paper else [])]
+    for key, metric in named:
+        if metric is not None and metric not in spec.metrics:
+            raise GnPluginError(f"{path}: {key}: '{metric}' is not one of the spec's metrics ({', '.join(spec.metrics)})")
+    return spec
 
 
 # -- cells -----------------------------------------------------------------------------------------
@@ -356,10 +413,16 @@ def distinct(cells: list[Cell], spec_path: Path) -> list[Cell]:
     ]
 
 
+#: ``eval`` keys that choose or sample generators: the floor scores real images only, so they cannot change it.
+FLOOR_FREE_EVAL_KEYS = ("every", "best_metric", "best_generator", "generator_mode", "cache_dir")
+
+
 def floor_key(config: Config) -> str:
     """Cells with the same data, evaluation and image size share one floor (the floor scores real images
-    only, so the models matter only through the resolution they set)."""
-    relevant = {k: v for k, v in config.to_dict().items() if k in ("data", "eval")}
+    only, so the models matter only through the resolution they set, and the evaluation only through what
+    scores images: sample count, metrics, feature pipeline)."""
+    data = config.to_dict()
+    relevant = {"data": data["data"], "eval": {k: v for k, v in data["eval"].items() if k not in FLOOR_FREE_EVAL_KEYS}}
     relevant["resolution"] = config.data.resolution or model_resolution(config)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -409,6 +472,10 @@ def prepare(spec_path: str | Path, out: str | Path | None, overrides: list[str] 
     """Load the spec, expand its cells, write their configs and check finished runs still match."""
     spec = load_spec(spec_path)
     cells = expand(spec, spec_path, output_root(spec, out), overrides)
+    groups = list(dict.fromkeys(cell.group for cell in cells))
+    for method in spec.paper.values if spec.paper else []:
+        if method not in groups:
+            raise GnPluginError(f"{spec_path}: paper.values: '{method}' is not a method of this spec ({', '.join(groups)})")
     for cell in cells:
         check_unchanged(cell)
         cell.config_path.parent.mkdir(parents=True, exist_ok=True)
