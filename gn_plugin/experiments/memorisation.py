@@ -35,7 +35,8 @@ from gn_plugin.data.base import dataset_tensors
 from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.evaluator import evaluation_sampler
 from gn_plugin.evaluation.features import FeatureExtractor, build_extractor
-from gn_plugin.experiments.report import number, write_csv
+from gn_plugin.experiments.report import write_csv
+from gn_plugin.experiments.tables import number
 from gn_plugin.experiments.spec import Cell
 from gn_plugin.training.build import evaluation_device, held_out_split
 from gn_plugin.training.saved_run import load_run

@@ -47,7 +47,8 @@ from gn_plugin.data.base import ImageDataset, dataset_tensors
 from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.evaluator import Evaluator
 from gn_plugin.experiments import memorisation
-from gn_plugin.experiments.report import label, number, write_csv
+from gn_plugin.experiments.report import write_csv
+from gn_plugin.experiments.tables import label, number
 from gn_plugin.experiments.spec import expand, find_spec, load_spec, output_root
 from gn_plugin.training.build import (
     build_dataset_and_models,
