@@ -361,7 +361,7 @@ def finished_bench(tmp_path_factory):
         folder, methods={"gn": {"norm": "gn"}, "none": {"norm": "none"}}, seeds=[0, 1],
         docs=str(folder / "docs" / "results" / "tiny.md"), metrics=["fid", "precision", "coverage"],
         description="What this benchmark compares.\n\n## Budget\n\nWhy these steps and seeds.\n",
-        primary={"metric": "fid", "generator": "raw", "margin": 5.0},
+        primary={"metric": "fid", "generator": "raw", "margin": 5.0}, validate_metrics=True,
     )
     lines: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
@@ -376,9 +376,17 @@ def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     assert all(cell.finished for cell in cells), lines
     assert {p.name for p in written} >= {
         "results.csv", "curves.csv", "floor.csv", "cost.csv", "summary.csv", "comparisons.csv", "results.md",
-        "curves.png", "samples.png", "tiny.md",
+        "curves.png", "samples.png", "tiny.md", "metric_validation.csv", "metric_monotonicity.csv", "memorisation.csv",
     }
     assert all(p.stat().st_size > 0 for p in written)
+    # validate_metrics: every degradation at every strength and draw, the primary generator of every run checked
+    scored = read_csv(out / "metric_validation.csv")
+    assert {r["degradation"] for r in scored} == {"noise", "blur", "drop_classes", "copies"}
+    assert {"fid", "precision", "coverage"} <= set(scored[0]) and {r["images"] for r in scored} == {"64"}
+    checked = [r for r in read_csv(out / "memorisation.csv") if r["method"] != "held-out images"]
+    assert sorted((r["method"], r["run"], r["space"]) for r in checked) == [
+        (m, f"{m}__seed{s}", space) for m in ("gn", "none") for s in (0, 1) for space in ("features", "pixels")
+    ] and {r["generator"] for r in checked} == {"raw"}
     rows = read_csv(out / "results.csv")
     assert sorted((r["method"], r["seed"], r["generator"]) for r in rows) == [
         (m, s, g) for m in ("gn", "none") for s in ("0", "1") for g in ("ema", "raw")
@@ -407,6 +415,8 @@ def test_benchmark_runs_every_cell_and_writes_the_report(finished_bench):
     assert "| gn | 2 |" in page and (Path(bench_spec.load_spec(path).docs).parent / "tiny" / "curves.png").is_file()
     # Results first: the description's introduction, then the results, its sections only after them.
     assert page.index("What this benchmark compares.") < page.index("## Primary comparison") < page.index("## Budget")
+    assert page.index("## Samples") < page.index("## Do the metrics rank known degradations?") < page.index("## Memorisation")
+    assert "| [memorisation.csv](tiny/memorisation.csv) |" in page
     (record,) = invocations.read_invocations(out)
     assert (record["executed"], record["skipped"], record["jobs"], record["stopped"]) == (4, 0, 2, None)
 
@@ -429,6 +439,10 @@ def test_the_docs_page_is_a_function_of_its_published_files(finished_bench, tmp_
     (copy / "results.csv").write_text("\n".join([rows[0], ",".join(first), *rows[2:]]) + "\n")
     changed = pages.docs_page_text(report.analyse(spec, cells, report.read_data(copy)), path, page.stem)
     assert changed != rebuilt
+    found = (copy / "memorisation.csv").read_text().replace(",False", ",True")  # every run flagged
+    (copy / "memorisation.csv").write_text(found)
+    flagged = pages.docs_page_text(report.analyse(spec, cells, report.read_data(copy)), path, page.stem)
+    assert "features: flagged: gn (raw, 2 of 2 runs), none (raw, 2 of 2 runs)." in flagged
 
 
 def test_the_floor_is_cached_across_output_folders_and_keyed_by_what_it_depends_on(finished_bench, tmp_path, monkeypatch):
@@ -495,6 +509,7 @@ def test_a_second_invocation_skips_finished_cells(finished_bench, monkeypatch):
     bench.run_benchmark(path, jobs=2, out=out, log=lines.append)
     assert lines[0] == f"4 runs in {out}: 4 finished, 0 to run, 2 at a time"
     assert [p.stat().st_mtime_ns for p in summaries] == stamps
+    assert not any(line.startswith("scoring degraded real images") for line in lines)  # reused, not scored again
     assert len(invocations.read_invocations(out)) == 1  # nothing ran, nothing recorded
 
 
@@ -508,3 +523,11 @@ def test_print_commands_prints_runnable_train_commands(finished_bench, capsys, t
     assert main(commands[0][1:]) == 0
     (cell,) = [c for c in bench_spec.expand(bench_spec.load_spec(path), path, out) if c.finished]
     assert load_config(cell.files.config).to_dict() == cell.config.to_dict()
+
+
+def test_validate_metrics_needs_a_held_out_split_before_any_cell_runs(tmp_path, monkeypatch):
+    path = write_spec(tmp_path, methods={"gn": {"norm": "gn"}}, validate_metrics=True)
+    monkeypatch.setattr(bench, "held_out_split", lambda config, dataset: None)  # a data set without a test split
+    with pytest.raises(GnPluginError, match=r"^cell gn__seed0: validate_metrics: data set 'digits' has no held-out split"):
+        bench.run_benchmark(path, jobs=1, out=tmp_path / "out", log=lambda line: None)
+    assert not (tmp_path / "out" / "runs").exists()

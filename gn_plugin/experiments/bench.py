@@ -38,7 +38,8 @@ from gn_plugin.experiments.machine import (
     visible_gpus,
 )
 from gn_plugin.experiments.pages import write_docs_page, write_report
-from gn_plugin.experiments.report import analyse, collect, read_data, write_data
+from gn_plugin.experiments import metric_validation
+from gn_plugin.experiments.report import analyse, collect, primary_comparison, read_data, write_data
 from gn_plugin.experiments.spec import Cell, find_spec, floor_key, prepare
 from gn_plugin.training.build import (
     build_dataset,
@@ -250,14 +251,22 @@ def compute_floor(config: Config, dataset: ImageDataset, path: Path, log: Callab
 
 
 # -- the command -----------------------------------------------------------------------------------
-def check_cells(cells: list[Cell]) -> None:
-    """Build every cell's components once (models on the meta device): a bad option fails before any cell runs."""
+def check_cells(cells: list[Cell], *, held_out: bool = False) -> None:
+    """Build every cell's components once (models on the meta device): a bad option fails before any cell runs.
+
+    ``held_out``: every data set must also have a held-out split (a spec's ``validate_metrics`` needs one).
+    """
     datasets: dict[str, ImageDataset] = {}
     for cell in cells:
         data = json.dumps(cell.config.data.model_dump(mode="json"), sort_keys=True)
         try:
             if data not in datasets:
                 datasets[data] = build_dataset(cell.config)
+                if held_out and held_out_split(cell.config, datasets[data]) is None:
+                    raise GnPluginError(
+                        f"validate_metrics: data set '{datasets[data].name}' has no held-out split ('test') to "
+                        "check the runs for memorisation against"
+                    )
             check_components(cell.config, datasets[data])
         except GnPluginError as exc:
             raise GnPluginError(f"cell {cell.id}: {exc}") from None
@@ -321,6 +330,8 @@ def run_benchmark(
     is written once every cell has its summary.
     """
     spec, cells = prepare(spec_path, out, overrides)
+    if spec.validate_metrics and not print_commands:
+        check_cells(cells[:1], held_out=True)  # before any cell runs, not after all of them
     if launcher == "slurm" and not print_commands:
         from gn_plugin.experiments.slurm import run_on_slurm
 
@@ -338,6 +349,9 @@ def run_benchmark(
     written = []
     if finished:
         written = write_data(collect(spec, cells, compute_floors(finished, log), root), root)
+        if spec.validate_metrics:
+            generator = primary_comparison(spec, cells).generator
+            written += metric_validation.check_benchmark(finished, spec.metrics, generator, root, log)
         report = analyse(spec, cells, read_data(root))  # the page shows what the published files hold
         written += write_report(report, root)
         if spec.docs and write_docs and not overrides:

@@ -36,8 +36,8 @@ from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.evaluator import evaluation_sampler
 from gn_plugin.evaluation.features import FeatureExtractor, build_extractor
 from gn_plugin.experiments.report import write_csv
-from gn_plugin.experiments.tables import number
 from gn_plugin.experiments.spec import Cell
+from gn_plugin.experiments.tables import number
 from gn_plugin.training.build import evaluation_device, held_out_split
 from gn_plugin.training.saved_run import load_run
 
@@ -72,6 +72,15 @@ class MemorisationRow:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> MemorisationRow:
+        """A row of ``memorisation.csv`` as :func:`~gn_plugin.experiments.report.read_csv` reads it."""
+        return cls(
+            row["method"], row["run"] or "", row["generator"] or "", row["space"], int(row["images"]),
+            int(row["held_out_images"]), float(row["median_distance"]), float(row["median_ratio"]),
+            float(row["closer_than_any_held_out"]), float(row["expected_share"]), row["flagged"] == "True",
+        )
 
 
 def memorisation_row(

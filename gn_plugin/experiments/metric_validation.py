@@ -47,9 +47,9 @@ from gn_plugin.data.base import ImageDataset, dataset_tensors
 from gn_plugin.errors import GnPluginError
 from gn_plugin.evaluation.evaluator import Evaluator
 from gn_plugin.experiments import memorisation
-from gn_plugin.experiments.report import write_csv
+from gn_plugin.experiments.report import read_csv, write_csv
+from gn_plugin.experiments.spec import Cell, expand, find_spec, load_spec, output_root
 from gn_plugin.experiments.tables import label, number
-from gn_plugin.experiments.spec import expand, find_spec, load_spec, output_root
 from gn_plugin.training.build import (
     build_dataset_and_models,
     build_reference_dataset,
@@ -165,6 +165,13 @@ class DegradationRow:
     def as_dict(self) -> dict[str, Any]:
         return {"degradation": self.degradation, "strength": self.strength, "draw": self.draw, "images": self.images,
                 **self.metrics}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> DegradationRow:
+        """A row of ``metric_validation.csv`` as :func:`~gn_plugin.experiments.report.read_csv` reads it."""
+        fixed = ("degradation", "strength", "draw", "images")
+        metrics = {k: float(v) for k, v in row.items() if k not in fixed and v is not None}
+        return cls(row["degradation"], float(row["strength"]), int(row["draw"]), int(row["images"]), metrics)
 
 
 @dataclass(frozen=True)
@@ -390,6 +397,45 @@ def validate_metrics(
     rows = degradation_rows(real, evaluator, draws=draws, seed=seed, log=log)
     checks = monotonicity(rows, [m for m in settings.metrics if rows and m in rows[0].metrics])
     return rows, checks
+
+
+# -- in a benchmark --------------------------------------------------------------------------------
+def check_benchmark(
+    cells: Sequence[Cell], metrics: Sequence[str], generator: str, root: Path, log: Callable[[str], None] = print
+) -> list[Path]:
+    """The checks of a spec with ``validate_metrics``, written to ``root`` for its page.
+
+    The degradations are scored once per output folder (``metric_validation.csv`` is reused while it
+    has the spec's metrics at its sample count); the memorisation check runs on the finished runs'
+    last checkpoints (the stage of the primary comparison), for ``generator``.
+    """
+    config = cells[0].config
+    cached = root / VALIDATION_CSV
+    previous = read_csv(cached) if cached.is_file() else []
+    if previous and set(metrics) <= set(previous[0]) and previous[0]["images"] == config.eval.num_samples:
+        rows = [DegradationRow.from_dict(row) for row in previous]
+    else:
+        log(f"scoring degraded real images with the benchmark's metrics (cached in {cached})")
+        rows, _ = validate_metrics(config, metrics)
+    written = write_degradations(rows, monotonicity(rows, [m for m in metrics if m in rows[0].metrics]), root)
+    runs = memorisation.runs_by_method(cells)
+    if runs:
+        found = memorisation.check_runs(runs, checkpoint="latest", generators=[generator])
+        written.append(memorisation.write_memorisation(found, root))
+    return written
+
+
+def checks_markdown(degradations: Sequence[dict[str, Any]], found: Sequence[dict[str, Any]], metrics: Sequence[str]) -> str:
+    """The page sections of a benchmark's checks, from the rows of its published CSVs (empty without them)."""
+    sections = []
+    if degradations:
+        rows = [DegradationRow.from_dict(row) for row in degradations]
+        checks = monotonicity(rows, [m for m in metrics if m in rows[0].metrics])
+        sections += ["## Do the metrics rank known degradations?", degradation_markdown(rows, checks)]
+    if found:
+        rows = [memorisation.MemorisationRow.from_dict(row) for row in found]
+        sections += ["## Memorisation", memorisation.memorisation_markdown(rows, checkpoint="last")]
+    return "\n\n".join(sections)
 
 
 # -- the command -----------------------------------------------------------------------------------

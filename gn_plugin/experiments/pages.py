@@ -10,8 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from gn_plugin.experiments.metric_validation import MONOTONICITY_CSV, checks_markdown
 from gn_plugin.experiments.plots import plot_curves, plot_samples
-from gn_plugin.experiments.report import DATA_FILES, DERIVED_FILES, BenchReport, write_derived
+from gn_plugin.experiments.report import CHECK_FILES, DATA_FILES, DERIVED_FILES, BenchReport, write_derived
 from gn_plugin.experiments.spec import BenchSpec, Cell, output_root
 from gn_plugin.experiments.tables import paper_table, report_body
 
@@ -25,6 +26,9 @@ FILE_CONTENTS = {
     "summary.csv": "from results.csv: n, mean, median, std and the 95 % t interval per method, generator, stage and metric",
     "comparisons.csv": "from results.csv: every pair of every family (primary first): difference, Welch's interval, "
     "p-values, TOST, P(A better), seeds needed, verdict",
+    "metric_validation.csv": "every degraded set of real images: degradation, strength, draw and its metrics",
+    MONOTONICITY_CSV: "from metric_validation.csv: each metric's mean per strength, the direction it moved and the one it must",
+    "memorisation.csv": "per run and space: nearest-training-image distances of its samples against the held-out images'",
 }
 
 
@@ -33,11 +37,24 @@ def write_report(report: BenchReport, root: Path) -> list[Path]:
     paths = write_derived(report, root)
     spec = report.spec
     results = root / "results.md"
-    results.write_text(f"# {spec.title or spec.name}: results\n\n{report_body(report)}\n")
+    checks = report_checks(report)
+    results.write_text(f"# {spec.title or spec.name}: results\n\n{report_body(report)}\n" + (f"\n{checks}\n" if checks else ""))
     curves, samples = root / "curves.png", root / "samples.png"
     plot_curves(report, curves)
     plot_samples(report.cells, samples)
     return [*paths, results, curves, samples]
+
+
+def report_checks(report: BenchReport) -> str:
+    """The metric checks of a spec with ``validate_metrics``, from the published CSVs (empty without them)."""
+    return checks_markdown(report.data.degradations, report.data.memorisation, report.spec.metrics)
+
+
+def published_files(report: BenchReport) -> list[str]:
+    """The files published with the page: the data, what is computed from it, and the checks where present."""
+    checks = [CHECK_FILES[0], MONOTONICITY_CSV] if report.data.degradations else []
+    checks += [CHECK_FILES[1]] if report.data.memorisation else []
+    return [*DATA_FILES, *DERIVED_FILES, *checks]
 
 
 def description_parts(description: str) -> tuple[str, str]:
@@ -53,7 +70,7 @@ def setup_table(spec: BenchSpec, cells: list[Cell]) -> str:
     train, options = config.train, config.eval
     model = config.model.name + (f" {config.model.options}" if config.model.options else "")
     shared = [
-        ("data", f"{config.data.name} (hflip {'on' if config.data.hflip else 'off'})"),
+        ("data", f"{config.data.name} (data.hflip {config.data.hflip})"),
         ("model", f"{model}, z_dim {config.model.z_dim}, width ×{config.model.width}"),
         ("generator steps", f"{train.steps} (n_dis {train.n_dis})"),
         ("batch D / G", f"{train.batch_size_d} / {train.batch_size_g}"),
@@ -121,9 +138,9 @@ def with_paper_table(report: BenchReport, sections: str) -> str:
     return f"{PAPER_HEADING}\n\n{table}" + (f"\n\n{sections}" if sections else "")
 
 
-def data_table(stem: str) -> str:
+def data_table(report: BenchReport, stem: str) -> str:
     lines = ["| file | content |", "|---|---|"]
-    lines += [f"| [{name}]({stem}/{name}) | {FILE_CONTENTS[name]} |" for name in (*DATA_FILES, *DERIVED_FILES)]
+    lines += [f"| [{name}]({stem}/{name}) | {FILE_CONTENTS[name]} |" for name in published_files(report)]
     return "\n".join(lines)
 
 
@@ -139,6 +156,7 @@ def docs_page_text(report: BenchReport, spec_path: str | Path, stem: str) -> str
     introduction, sections = description_parts(spec.description)
     root = cost[-1]["out"] if cost else output_root(spec).as_posix()
     dates = sorted({row["started_at"][:10] for row in cost})
+    checks = f"\n{report_checks(report)}\n" if report.data.degradations or report.data.memorisation else ""
     trained = f", trained {' to '.join(dict.fromkeys([dates[0], dates[-1]]))}" if dates else ""
     return f"""# {spec.title or spec.name}
 
@@ -158,7 +176,7 @@ def docs_page_text(report: BenchReport, spec_path: str | Path, stem: str) -> str
 ## Samples
 
 ![samples of each method's raw generator above its EMA generator, the same z]({stem}/samples.png)
-
+{checks}
 ## Setup
 
 {setup_table(spec, cells)}
@@ -175,7 +193,7 @@ Wall time: the training runs with their evaluations, from the first start to the
 
 Every number on this page comes from these files, published with it:
 
-{data_table(stem)}
+{data_table(report, stem)}
 
 ## Reproduce
 
@@ -195,7 +213,7 @@ def write_docs_page(report: BenchReport, spec_path: str | Path, root: Path, page
     """The docs page (Markdown), with its data files and plots copied from ``root`` to ``<page stem>/``."""
     assets = page.parent / page.stem
     assets.mkdir(parents=True, exist_ok=True)
-    names = (*DATA_FILES, *DERIVED_FILES, "curves.png", "samples.png")
+    names = (*published_files(report), "curves.png", "samples.png")
     copied = [Path(shutil.copy(root / name, assets / name)) for name in names]
     page.write_text(docs_page_text(report, spec_path, page.stem))
     return [page, *copied]

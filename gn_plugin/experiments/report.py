@@ -21,7 +21,7 @@ import csv
 import itertools
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ POWER = 0.8
 CSV_COMPARISON_COLUMNS = ["family", "metric", "generator", "stage", *COMPARISON_COLUMNS]
 SUMMARY_COLUMNS = ["method", "generator", "stage", "metric", "n", "mean", "median", "std", "ci_low", "ci_high", "ci_method"]
 DATA_FILES = ("results.csv", "curves.csv", "floor.csv", "cost.csv")
+#: Published where the spec asks for them (``validate_metrics``): degraded real images scored as samples are,
+#: and the runs' nearest-neighbour distances to the training images (:mod:`gn_plugin.experiments.metric_validation`).
+CHECK_FILES = ("metric_validation.csv", "memorisation.csv")
 COST_COLUMNS = [
     "started_at", "executed", "skipped", "failed", "stopped", "jobs", "elapsed_s", "load_before_1min",
     "load_after_15min", "machine", "out", "command",
@@ -46,6 +49,7 @@ DERIVED_FILES = ("summary.csv", "comparisons.csv")
 TEXT_COLUMNS = {
     "method", "generator", "run", "status", "floor", "kind", "data", "space", "started_at", "machine",
     "stopped", "command", "out", "family", "metric", "stage", "method_a", "method_b", "verdict", "ci_method",
+    "degradation", "flagged",
 }
 
 
@@ -165,6 +169,8 @@ class BenchData:
     curves: list[dict[str, Any]]
     floors: list[dict[str, Any]]
     cost: list[dict[str, Any]]
+    degradations: list[dict[str, Any]] = field(default_factory=list)
+    memorisation: list[dict[str, Any]] = field(default_factory=list)
 
 
 def collect(spec: BenchSpec, cells: list[Cell], floors: dict[str, dict[str, Any]], root: Path) -> BenchData:
@@ -216,8 +222,9 @@ def write_data(data: BenchData, folder: Path) -> list[Path]:
 
 
 def read_data(folder: Path) -> BenchData:
-    """The data files in ``folder``, as :func:`write_data` wrote them."""
-    return BenchData(*(read_csv(folder / name) for name in DATA_FILES))
+    """The data files in ``folder``, as :func:`write_data` wrote them, and the :data:`CHECK_FILES` present."""
+    checks = [read_csv(folder / name) if (folder / name).is_file() else [] for name in CHECK_FILES]
+    return BenchData(*(read_csv(folder / name) for name in DATA_FILES), *checks)
 
 
 def write_derived(report: BenchReport, folder: Path) -> list[Path]:

@@ -193,6 +193,12 @@ class BenchSpec(Strict):
         description="the one comparison the benchmark decides (metric, generator, stage, equivalence margin)",
     )
     paper: PaperNumbers | None = Field(None, description="published numbers to set beside these on the page")
+    validate_metrics: bool = Field(
+        False,
+        description="also score degraded real images as the samples are scored (do the metrics rank them?) and check "
+        "the runs' samples for copies of training images (`gnbench validate-metrics`); both go on the page. Needs a "
+        "data set with a held-out split",
+    )
 
     @field_validator("methods")
     @classmethod
