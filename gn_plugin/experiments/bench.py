@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from gn_plugin.atomic import write_atomically
+from gn_plugin.config import Config
 from gn_plugin.data.base import ImageDataset
 from gn_plugin.errors import GnPluginError, Interrupted
 from gn_plugin.evaluation.assets import cache_dir
