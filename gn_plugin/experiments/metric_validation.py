@@ -99,11 +99,11 @@ def classes_dropped(real: RealImages, dropped: float, count: int, rng: torch.Gen
 def matched_training_images(real: RealImages, rng: torch.Generator) -> Tensor:
     """For each held-out image, a training image of the same class, drawn at random (no image twice)."""
     matched = torch.empty(len(real.held_out_labels), dtype=torch.long)
-    for digit_class in real.held_out_labels.unique():
-        slots = (real.held_out_labels == digit_class).nonzero().flatten()
-        pool = (real.labels == digit_class).nonzero().flatten()
+    for class_id in real.held_out_labels.unique():
+        slots = (real.held_out_labels == class_id).nonzero().flatten()
+        pool = (real.labels == class_id).nonzero().flatten()
         if len(pool) < len(slots):
-            raise GnPluginError(f"copies: class {int(digit_class)} has fewer training images than held-out ones")
+            raise GnPluginError(f"copies: class {int(class_id)} has fewer training images than held-out ones")
         matched[slots] = pool[torch.randperm(len(pool), generator=rng)[: len(slots)]]
     return real.training[matched]
 
