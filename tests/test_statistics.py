@@ -141,7 +141,7 @@ def test_the_interval_of_a_difference_covers_at_five_seeds(case, sizes):
 
 
 def test_the_stated_limit_of_the_t_interval_under_strong_skew():
-    # docs/benchmarks.md: with strongly skewed seeds (exponential, skewness 2) the interval covers about
+    # docs/reading-results.md: with strongly skewed seeds (exponential, skewness 2) the interval covers about
     # 88 % at n = 5.
     samples = np.random.default_rng(2).exponential(1.0, (40_000, 5))
     assert 0.87 <= coverage(*mean_interval(samples), 1.0) <= 0.90

@@ -209,22 +209,28 @@ def method_summaries(rows: Sequence[MemorisationRow]) -> list[dict[str, Any]]:
 
 
 def memorisation_table(rows: Sequence[MemorisationRow]) -> str:
-    """Markdown: per method and space, how near the samples lie to the training images, against held-out images."""
-    lines = [
-        "| method | generator | space | runs | median NN distance | ratio to held-out (range) "
-        "| share nearer than any held-out image (largest) | flagged runs |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for s in method_summaries(rows):
-        if s["method"] == HELD_OUT:
-            lines.append(f"| {HELD_OUT} (baseline) | – | {s['space']} | – | {number(s['median_distance'])} | 1 "
-                         f"| 0 (expected for fresh images: {s['expected_share']:.2%}) | – |")
-            continue
-        ratio = f"{number(s['median_ratio'])} ({number(s['ratio_low'])}–{number(s['ratio_high'])})"
-        share = f"{s['share']:.2%} ({s['share_high']:.2%})"
-        lines.append(f"| {s['method']} | {s['generator']} | {s['space']} | {s['runs']} | "
-                     f"{number(s['median_distance'])} | {ratio} | {share} | {s['flagged']} of {s['runs']} |")
-    return "\n".join(lines)
+    """Markdown: a table per space; per method, how near the samples lie to the training images, against
+    the held-out images."""
+    tables = []
+    for space in dict.fromkeys(r.space for r in rows):
+        lines = [
+            f"{space.capitalize()}:",
+            "",
+            "| method | generator | median distance to the nearest training image | ratio to held-out (range) "
+            "| share nearer than any held-out image (largest) | flagged runs |",
+            "|---|---|---|---|---|---|",
+        ]
+        for s in method_summaries([r for r in rows if r.space == space]):
+            if s["method"] == HELD_OUT:
+                lines.append(f"| {HELD_OUT} (baseline) | – | {number(s['median_distance'])} | 1 "
+                             f"| 0 (fresh images: {s['expected_share']:.2%} expected) | – |")
+                continue
+            ratio = f"{number(s['median_ratio'])} ({number(s['ratio_low'])}–{number(s['ratio_high'])})"
+            share = f"{s['share']:.2%} ({s['share_high']:.2%})"
+            lines.append(f"| {s['method']} | {s['generator']} | {number(s['median_distance'])} | {ratio} | {share} "
+                         f"| {s['flagged']} of {s['runs']} |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def memorisation_sentences(rows: Sequence[MemorisationRow]) -> list[str]:

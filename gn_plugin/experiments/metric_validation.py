@@ -49,7 +49,7 @@ from gn_plugin.evaluation.evaluator import Evaluator
 from gn_plugin.experiments import memorisation
 from gn_plugin.experiments.report import read_csv, write_csv
 from gn_plugin.experiments.spec import Cell, expand, find_spec, load_spec, output_root
-from gn_plugin.experiments.tables import label, number
+from gn_plugin.experiments.tables import details, label, number
 from gn_plugin.training.build import (
     build_dataset_and_models,
     build_reference_dataset,
@@ -61,6 +61,7 @@ RISES, FALLS, FLAT, NOT_MONOTONE = "rises", "falls", "flat", "not monotone"
 VALIDATION_CSV, MONOTONICITY_CSV = "metric_validation.csv", "metric_monotonicity.csv"
 ARROWS = {RISES: "↑", FALLS: "↓", FLAT: "–", NOT_MONOTONE: "↕"}
 BLUR_KERNEL = 5
+METRICS_PER_TABLE = 4  # so that each table fits the page column
 
 
 @dataclass(frozen=True)
@@ -291,38 +292,50 @@ def verdict_cell(check: Monotonicity) -> str:
     return f"{text} ✓" if check.as_expected else f"{text} ✗ (must {ARROWS[check.expected]})"
 
 
+def metric_groups(checks: Sequence[Monotonicity]) -> list[list[str]]:
+    """The checks' metrics in groups of at most :data:`METRICS_PER_TABLE`, so that each table fits the page."""
+    metrics = list(dict.fromkeys(check.metric for check in checks))
+    return [metrics[start:start + METRICS_PER_TABLE] for start in range(0, len(metrics), METRICS_PER_TABLE)]
+
+
 def monotonicity_table(checks: Sequence[Monotonicity], degradations: Sequence[Degradation] = DEGRADATIONS) -> str:
-    """Markdown: one row per degradation, one column per metric, the direction each metric moved in.
+    """Markdown: what each degradation does at which strengths, then one row per degradation and a column per
+    metric (at most :data:`METRICS_PER_TABLE` a table), the direction each metric moved in.
 
     ↑ rises, ↓ falls, ↕ not monotone, – flat; ✓ where it moves as it must, ✗ where it does not; no mark
     where the metric need not move one way.
     """
-    metrics = list(dict.fromkeys(check.metric for check in checks))
-    titles = {d.name: d for d in degradations}
-    lines = [
-        "| degradation | strengths | " + " | ".join(label(m) for m in metrics) + " |",
-        "|---|---|" + "---|" * len(metrics),
-    ]
-    for name in dict.fromkeys(check.degradation for check in checks):
-        mine = {check.metric: check for check in checks if check.degradation == name}
-        strengths = ", ".join(f"{s:g}" for s in next(iter(mine.values())).strengths)
-        cells = [verdict_cell(mine[m]) if m in mine else "" for m in metrics]
-        lines.append(f"| {titles[name].title if name in titles else name} | {strengths} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    titles = {d.name: d.title for d in degradations}
+    names = list(dict.fromkeys(check.degradation for check in checks))
+    legend = ["| degradation | what grows | strengths |", "|---|---|---|"]
+    for name in names:
+        strengths = next(check.strengths for check in checks if check.degradation == name)
+        legend.append(f"| {name} | {titles.get(name, name)} | {', '.join(f'{s:g}' for s in strengths)} |")
+    tables = ["\n".join(legend)]
+    for metrics in metric_groups(checks):
+        lines = ["| degradation | " + " | ".join(label(m) for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for name in names:
+            mine = {check.metric: check for check in checks if check.degradation == name}
+            lines.append(f"| {name} | " + " | ".join(verdict_cell(mine[m]) if m in mine else "" for m in metrics) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def values_table(checks: Sequence[Monotonicity]) -> str:
-    """Markdown: the mean of every metric at every strength of every degradation (the numbers behind the verdicts)."""
-    metrics = list(dict.fromkeys(check.metric for check in checks))
-    lines = ["| degradation | strength | " + " | ".join(label(m) for m in metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]
-    for name in dict.fromkeys(check.degradation for check in checks):
-        mine = {check.metric: check for check in checks if check.degradation == name}
-        first = next(iter(mine.values()))
-        for index, strength in enumerate(first.strengths):
-            cells = [number(mine[m].means[index]) if m in mine else "" for m in metrics]
-            lines.append(f"| {name} | {strength:g} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """Markdown: the mean of every metric at every strength of every degradation (the numbers behind the
+    verdicts), at most :data:`METRICS_PER_TABLE` metrics a table."""
+    tables = []
+    for metrics in metric_groups(checks):
+        lines = ["| degradation | strength | " + " | ".join(label(m) for m in metrics) + " |",
+                 "|---|---|" + "---|" * len(metrics)]
+        for name in dict.fromkeys(check.degradation for check in checks):
+            mine = {check.metric: check for check in checks if check.degradation == name}
+            first = next(iter(mine.values()))
+            for index, strength in enumerate(first.strengths):
+                cells = [number(mine[m].means[index]) if m in mine else "" for m in metrics]
+                lines.append(f"| {name} | {strength:g} | " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def summary_sentences(checks: Sequence[Monotonicity]) -> list[str]:
@@ -351,7 +364,8 @@ def degradation_markdown(rows: Sequence[DegradationRow], checks: Sequence[Monoto
         "it does not, no mark where it need not move one way."
     )
     sentences = "\n".join(f"- {sentence}" for sentence in summary_sentences(checks))
-    return "\n\n".join([how, monotonicity_table(checks), sentences, values_table(checks)])
+    means = details("The means behind the directions", values_table(checks))
+    return "\n\n".join([how, monotonicity_table(checks), sentences, means])
 
 
 def write_degradations(rows: Sequence[DegradationRow], checks: Sequence[Monotonicity], folder: Path) -> list[Path]:
