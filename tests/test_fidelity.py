@@ -251,3 +251,14 @@ def test_celebahq128_recipe_trains_on_the_rest_and_scores_against_the_held_out_s
     train(config, tmp_path / "run", progress=False)
     cached = [p.name for p in (tmp_path / "cache").glob("*.npz")]
     assert len(cached) == 1 and dataset_fingerprint(reference) in cached[0]  # statistics of the 3 held-out images
+
+    # the real-vs-real floor draws from the 27 training images and scores them against the same 3 held-out ones
+    from gn_plugin.experiments import bench, report, tables
+
+    floor = bench.compute_floor(config, training, tmp_path / "floor.json", log=lambda line: None)
+    assert (floor["training_images"], floor["reference_images"]) == (27, 3)
+    assert floor["context"]["kind"] == "training" and floor["context"]["images"] == 4
+    how = tables.floor_how(report.floor_rows("key", floor))
+    assert "from the 27 folder training images, each scored" in how and "(the reference's own images)" not in how
+    assert how.endswith("The reference is the data set's 3 held-out images, which training never sees.")
+    assert "4 distinct training images, scored against the same reference." in how
