@@ -283,6 +283,11 @@ def monotonicity(
     return checks
 
 
+def scored_monotonicity(rows: Sequence[DegradationRow], metrics: Sequence[str]) -> list[Monotonicity]:
+    """:func:`monotonicity` of those of ``metrics`` the rows were scored with."""
+    return monotonicity(rows, [m for m in metrics if rows and m in rows[0].metrics])
+
+
 # -- text ------------------------------------------------------------------------------------------
 def verdict_cell(check: Monotonicity) -> str:
     """``↑ ✓`` (as it must), ``↓ ✗ (must ↑)``, or the direction alone where none is expected."""
@@ -409,7 +414,7 @@ def validate_metrics(
     # where the held-out split is the reference itself, mixing it with training images is no test of memorisation
     real = real_images(dataset, held_out_split(config, dataset) if reference is None else None)
     rows = degradation_rows(real, evaluator, draws=draws, seed=seed, log=log)
-    checks = monotonicity(rows, [m for m in settings.metrics if rows and m in rows[0].metrics])
+    checks = scored_monotonicity(rows, settings.metrics)
     return rows, checks
 
 
@@ -431,7 +436,7 @@ def check_benchmark(
     else:
         log(f"scoring degraded real images with the benchmark's metrics (cached in {cached})")
         rows, _ = validate_metrics(config, metrics)
-    written = write_degradations(rows, monotonicity(rows, [m for m in metrics if m in rows[0].metrics]), root)
+    written = write_degradations(rows, scored_monotonicity(rows, metrics), root)
     runs = memorisation.runs_by_method(cells)
     if runs:
         found = memorisation.check_runs(runs, checkpoint="latest", generators=[generator])
@@ -444,7 +449,7 @@ def checks_markdown(degradations: Sequence[dict[str, Any]], found: Sequence[dict
     sections = []
     if degradations:
         rows = [DegradationRow.from_dict(row) for row in degradations]
-        checks = monotonicity(rows, [m for m in metrics if m in rows[0].metrics])
+        checks = scored_monotonicity(rows, metrics)
         sections += ["## Do the metrics rank known degradations?", degradation_markdown(rows, checks)]
     if found:
         rows = [memorisation.MemorisationRow.from_dict(row) for row in found]

@@ -156,7 +156,8 @@ def docs_page_text(report: BenchReport, spec_path: str | Path, stem: str) -> str
     introduction, sections = description_parts(spec.description)
     root = cost[-1]["out"] if cost else output_root(spec).as_posix()
     dates = sorted({row["started_at"][:10] for row in cost})
-    checks = f"\n{report_checks(report)}\n" if report.data.degradations or report.data.memorisation else ""
+    checks = report_checks(report)
+    checks = f"\n{checks}\n" if checks else ""
     trained = f", trained {' to '.join(dict.fromkeys([dates[0], dates[-1]]))}" if dates else ""
     return f"""# {spec.title or spec.name}
 

@@ -163,7 +163,7 @@ def cost_rows(root: Path) -> list[dict[str, Any]]:
 
 @dataclass
 class BenchData:
-    """The published data of a benchmark: the rows of :data:`DATA_FILES`."""
+    """The published data of a benchmark: the rows of :data:`DATA_FILES`, and of :data:`CHECK_FILES` where present."""
 
     rows: list[dict[str, Any]]
     curves: list[dict[str, Any]]
